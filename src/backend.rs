@@ -1,0 +1,354 @@
+//! Choosing the compute backend at run time: wgpu (Vulkan / Metal / DX12) or a CPU backend.
+//!
+//! burn 0.22 selects the backend through the [`Device`] value, so one binary holds all of
+//! them. wgpu is initialised through burn's fallible path (`Device::wgpu_options()…init()`),
+//! never the lazy `Device::wgpu(..)`, which panics on first use when there is no adapter.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use burn::tensor::Device;
+use burn::tensor::DeviceKind;
+use burn::tensor::wgpu::{WgpuBackend, wgpu};
+
+/// The compute backends `trainer` is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn's wgpu backend: a GPU through Vulkan, Metal or DX12.
+    Wgpu,
+    /// burn's ndarray backend: the CPU.
+    Ndarray,
+    /// burn's flex backend: the CPU, burn's newer pure-Rust CPU backend.
+    Flex,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Wgpu => "wgpu",
+            Self::Ndarray => "ndarray",
+            Self::Flex => "flex",
+        })
+    }
+}
+
+/// The graphics API the wgpu backend runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WgpuApi {
+    /// The platform's best: Vulkan on Linux/Windows when present, Metal on macOS.
+    Auto,
+    /// Vulkan.
+    Vulkan,
+    /// Metal (macOS).
+    Metal,
+    /// DirectX 12 (Windows).
+    Dx12,
+}
+
+impl WgpuApi {
+    fn burn(self) -> WgpuBackend {
+        match self {
+            Self::Auto => WgpuBackend::Auto,
+            Self::Vulkan => WgpuBackend::Vulkan,
+            Self::Metal => WgpuBackend::Metal,
+            Self::Dx12 => WgpuBackend::Dx12,
+        }
+    }
+
+    /// The wgpu APIs to look at, best first (the order burn's runtime settles `Auto` in).
+    fn candidates(self) -> Vec<wgpu::Backend> {
+        match self {
+            Self::Auto if cfg!(target_os = "macos") => vec![wgpu::Backend::Metal],
+            Self::Auto => vec![wgpu::Backend::Vulkan, wgpu::Backend::Dx12],
+            Self::Vulkan => vec![wgpu::Backend::Vulkan],
+            Self::Metal => vec![wgpu::Backend::Metal],
+            Self::Dx12 => vec![wgpu::Backend::Dx12],
+        }
+    }
+}
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceRequest {
+    /// Which backend.
+    pub backend: BackendKind,
+    /// For wgpu: which graphics API.
+    pub api: WgpuApi,
+    /// For wgpu: which adapter, as numbered by `trainer --list-devices`; `None` lets wgpu pick
+    /// (a high-performance GPU first).
+    pub index: Option<usize>,
+}
+
+/// Why no device could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// wgpu found no adapter, or could not open the one found.
+    #[error(
+        "no usable GPU adapter for --backend wgpu ({api}): {reason}; use --backend ndarray (or flex) to train on the CPU"
+    )]
+    NoAdapter {
+        /// The API asked for.
+        api: String,
+        /// burn's or wgpu's explanation.
+        reason: String,
+    },
+    /// `--device N` is out of range.
+    #[error(
+        "--device {index}: there are {count} adapters for {api} (see `trainer --list-devices`)"
+    )]
+    NoSuchDevice {
+        /// The index asked for.
+        index: usize,
+        /// How many adapters there are.
+        count: usize,
+        /// The API.
+        api: String,
+    },
+    /// `--device` given with a CPU backend.
+    #[error("--device selects a GPU adapter and only applies to --backend wgpu")]
+    DeviceWithoutWgpu,
+}
+
+/// A description of the device training runs on, for the logs and the run record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The backend.
+    pub backend: BackendKind,
+    /// Adapter name (for CPU backends, "cpu").
+    pub name: String,
+    /// Graphics API (for CPU backends, "none").
+    pub api: String,
+    /// Adapter type: discrete GPU, integrated GPU, CPU (a software rasteriser such as lavapipe) …
+    pub kind: String,
+    /// Driver name and version where the API reports them.
+    pub driver: String,
+}
+
+/// An initialised device, ready for tensors.
+#[derive(Debug, Clone)]
+pub struct ReadyDevice {
+    /// The burn device (without autodiff).
+    pub device: Device,
+    /// What it is.
+    pub info: DeviceInfo,
+}
+
+/// Initialises the device `request` names.
+///
+/// For wgpu, a process initialises each (adapter, API) once and hands out the same device
+/// afterwards: burn refuses to initialise a wgpu runtime twice.
+pub fn init(request: DeviceRequest) -> Result<ReadyDevice, BackendError> {
+    match request.backend {
+        BackendKind::Wgpu => init_wgpu(request.api, request.index),
+        cpu if request.index.is_some() => {
+            let _ = cpu;
+            Err(BackendError::DeviceWithoutWgpu)
+        }
+        cpu => {
+            let device = match cpu {
+                #[allow(deprecated)] // burn deprecates ndarray in favour of flex; we offer both
+                BackendKind::Ndarray => Device::ndarray(),
+                _ => Device::flex(),
+            };
+            Ok(ReadyDevice {
+                device,
+                info: DeviceInfo {
+                    backend: cpu,
+                    name: "cpu".into(),
+                    api: "none".into(),
+                    kind: "Cpu".into(),
+                    driver: String::new(),
+                },
+            })
+        }
+    }
+}
+
+/// One adapter wgpu can see, as `--list-devices` shows it.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    /// wgpu's description of it.
+    pub info: wgpu::AdapterInfo,
+}
+
+impl fmt::Display for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.info;
+        write!(
+            f,
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+}
+
+/// The adapters of the API `api` settles on, in wgpu's enumeration order: for `Auto`, the first
+/// API in the platform's chain with a hardware adapter, else the first with any adapter.
+pub fn adapters(api: WgpuApi) -> (wgpu::Backend, Vec<Adapter>) {
+    let candidates = api.candidates();
+    let mut software_only = None;
+    for backend in &candidates {
+        let found = enumerate(*backend);
+        if found
+            .iter()
+            .any(|a| a.info.device_type != wgpu::DeviceType::Cpu)
+        {
+            return (*backend, found);
+        }
+        if software_only.is_none() && !found.is_empty() {
+            software_only = Some((*backend, found));
+        }
+    }
+    software_only.unwrap_or((candidates[0], Vec::new()))
+}
+
+fn enumerate(backend: wgpu::Backend) -> Vec<Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster_block_on(instance.enumerate_adapters(backend.into()))
+        .iter()
+        .map(|a| Adapter { info: a.get_info() })
+        .collect()
+}
+
+/// Maps the `index`-th adapter of a list to burn's per-type numbering.
+fn device_kind(adapters: &[Adapter], index: usize) -> DeviceKind {
+    let ty = adapters[index].info.device_type;
+    let nth = adapters[..index]
+        .iter()
+        .filter(|a| a.info.device_type == ty)
+        .count();
+    match ty {
+        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(nth),
+        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(nth),
+        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(nth),
+        wgpu::DeviceType::Cpu => DeviceKind::Cpu,
+        wgpu::DeviceType::Other => DeviceKind::DefaultDevice,
+    }
+}
+
+type WgpuKey = (WgpuApi, Option<usize>);
+static WGPU_DEVICES: Mutex<Option<HashMap<WgpuKey, ReadyDevice>>> = Mutex::new(None);
+
+fn init_wgpu(api: WgpuApi, index: Option<usize>) -> Result<ReadyDevice, BackendError> {
+    let mut cache = WGPU_DEVICES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(ready) = cache.get(&(api, index)) {
+        return Ok(ready.clone());
+    }
+    let api_name = format!("{api:?}").to_lowercase();
+    let no_adapter = |reason: String| BackendError::NoAdapter {
+        api: api_name.clone(),
+        reason,
+    };
+    let mut options = Device::wgpu_options().graphics_api(api.burn());
+    if let Some(index) = index {
+        let (backend, found) = adapters(api);
+        if index >= found.len() {
+            return Err(BackendError::NoSuchDevice {
+                index,
+                count: found.len(),
+                api: format!("{backend:?}"),
+            });
+        }
+        options = options.device_kind(device_kind(&found, index));
+    }
+    let (device, setup) = options
+        .init_with_setup()
+        .map_err(|e| no_adapter(e.to_string()))?;
+    let info = setup.adapter.get_info();
+    let ready = ReadyDevice {
+        device,
+        info: DeviceInfo {
+            backend: BackendKind::Wgpu,
+            name: info.name.clone(),
+            api: format!("{:?}", info.backend),
+            kind: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+        },
+    };
+    cache.insert((api, index), ready.clone());
+    Ok(ready)
+}
+
+/// Runs a future to completion on this thread (wgpu's enumeration is async in name only on
+/// native targets: its futures are ready at once).
+fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(ty: wgpu::DeviceType) -> Adapter {
+        Adapter {
+            info: wgpu::AdapterInfo {
+                name: "x".into(),
+                vendor: 0,
+                device: 0,
+                device_type: ty,
+                driver: String::new(),
+                driver_info: String::new(),
+                backend: wgpu::Backend::Vulkan,
+                ..adapter_info_defaults()
+            },
+        }
+    }
+
+    fn adapter_info_defaults() -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: String::new(),
+            vendor: 0,
+            device: 0,
+            device_type: wgpu::DeviceType::Other,
+            driver: String::new(),
+            driver_info: String::new(),
+            backend: wgpu::Backend::Vulkan,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn device_index_maps_to_per_type_numbering() {
+        use wgpu::DeviceType::*;
+        let list = [
+            adapter(IntegratedGpu),
+            adapter(DiscreteGpu),
+            adapter(Cpu),
+            adapter(DiscreteGpu),
+        ];
+        assert_eq!(device_kind(&list, 0), DeviceKind::IntegratedGpu(0));
+        assert_eq!(device_kind(&list, 1), DeviceKind::DiscreteGpu(0));
+        assert_eq!(device_kind(&list, 2), DeviceKind::Cpu);
+        assert_eq!(device_kind(&list, 3), DeviceKind::DiscreteGpu(1));
+    }
+
+    #[test]
+    fn device_index_needs_wgpu() {
+        let err = init(DeviceRequest {
+            backend: BackendKind::Flex,
+            api: WgpuApi::Auto,
+            index: Some(0),
+        })
+        .unwrap_err();
+        assert!(matches!(err, BackendError::DeviceWithoutWgpu));
+    }
+}
