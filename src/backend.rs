@@ -38,7 +38,7 @@ impl fmt::Display for BackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WgpuApi {
-    /// The platform's best: Vulkan on Linux/Windows when present, Metal on macOS.
+    /// The platform's best: Metal on macOS; elsewhere Vulkan, else DX12, else OpenGL.
     Auto,
     /// Vulkan.
     Vulkan,
@@ -62,7 +62,11 @@ impl WgpuApi {
     fn candidates(self) -> Vec<wgpu::Backend> {
         match self {
             Self::Auto if cfg!(target_os = "macos") => vec![wgpu::Backend::Metal],
-            Self::Auto => vec![wgpu::Backend::Vulkan, wgpu::Backend::Dx12],
+            Self::Auto => vec![
+                wgpu::Backend::Vulkan,
+                wgpu::Backend::Dx12,
+                wgpu::Backend::Gl,
+            ],
             Self::Vulkan => vec![wgpu::Backend::Vulkan],
             Self::Metal => vec![wgpu::Backend::Metal],
             Self::Dx12 => vec![wgpu::Backend::Dx12],
@@ -216,13 +220,11 @@ fn enumerate(backend: wgpu::Backend) -> Vec<Adapter> {
         .collect()
 }
 
-/// Maps the `index`-th adapter of a list to burn's per-type numbering.
-fn device_kind(adapters: &[Adapter], index: usize) -> DeviceKind {
-    let ty = adapters[index].info.device_type;
-    let nth = adapters[..index]
-        .iter()
-        .filter(|a| a.info.device_type == ty)
-        .count();
+/// Maps the `index`-th adapter of a list (given by the adapters' types) to burn's numbering,
+/// which counts each adapter type from zero.
+fn device_kind(types: &[wgpu::DeviceType], index: usize) -> DeviceKind {
+    let ty = types[index];
+    let nth = types[..index].iter().filter(|t| **t == ty).count();
     match ty {
         wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(nth),
         wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(nth),
@@ -258,7 +260,8 @@ fn init_wgpu(api: WgpuApi, index: Option<usize>) -> Result<ReadyDevice, BackendE
                 api: format!("{backend:?}"),
             });
         }
-        options = options.device_kind(device_kind(&found, index));
+        let types: Vec<_> = found.iter().map(|a| a.info.device_type).collect();
+        options = options.device_kind(device_kind(&types, index));
     }
     let (device, setup) = options
         .init_with_setup()
@@ -298,43 +301,10 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
 mod tests {
     use super::*;
 
-    fn adapter(ty: wgpu::DeviceType) -> Adapter {
-        Adapter {
-            info: wgpu::AdapterInfo {
-                name: "x".into(),
-                vendor: 0,
-                device: 0,
-                device_type: ty,
-                driver: String::new(),
-                driver_info: String::new(),
-                backend: wgpu::Backend::Vulkan,
-                ..adapter_info_defaults()
-            },
-        }
-    }
-
-    fn adapter_info_defaults() -> wgpu::AdapterInfo {
-        wgpu::AdapterInfo {
-            name: String::new(),
-            vendor: 0,
-            device: 0,
-            device_type: wgpu::DeviceType::Other,
-            driver: String::new(),
-            driver_info: String::new(),
-            backend: wgpu::Backend::Vulkan,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn device_index_maps_to_per_type_numbering() {
         use wgpu::DeviceType::*;
-        let list = [
-            adapter(IntegratedGpu),
-            adapter(DiscreteGpu),
-            adapter(Cpu),
-            adapter(DiscreteGpu),
-        ];
+        let list = [IntegratedGpu, DiscreteGpu, Cpu, DiscreteGpu];
         assert_eq!(device_kind(&list, 0), DeviceKind::IntegratedGpu(0));
         assert_eq!(device_kind(&list, 1), DeviceKind::DiscreteGpu(0));
         assert_eq!(device_kind(&list, 2), DeviceKind::Cpu);

@@ -57,7 +57,8 @@ pub struct Cli {
         long,
         value_delimiter = ',',
         default_value = "30,10",
-        value_name = "W,W,..."
+        value_name = "W,W,...",
+        value_parser = parse_width
     )]
     pub hidden: Vec<usize>,
 
@@ -109,6 +110,14 @@ pub enum Error {
     /// Training failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+}
+
+fn parse_width(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("layer widths must be at least 1".into()),
+        Ok(w) => Ok(w),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_lr(s: &str) -> Result<f64, String> {

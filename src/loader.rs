@@ -189,13 +189,13 @@ mod tests {
             .by_ref()
             .map(|b| {
                 (
-                    b.images.into_data().to_vec::<f32>().unwrap(),
+                    b.images.into_data().try_to_vec::<f32>().unwrap(),
                     b.labels
                         .into_data()
                         .convert::<i64>()
-                        .to_vec::<i64>()
+                        .try_to_vec::<i64>()
                         .unwrap(),
-                    b.weights.into_data().to_vec::<f32>().unwrap(),
+                    b.weights.into_data().try_to_vec::<f32>().unwrap(),
                     b.real,
                 )
             })

@@ -108,7 +108,7 @@ mod tests {
                 .weight
                 .val()
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         };
         let limit = (6.0f32 / (784.0 + 30.0)).sqrt();
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(w(&a), w(&b));
         assert_ne!(w(&a), w(&c));
         let bias = a.layers[0].bias.as_ref().unwrap().val().into_data();
-        assert!(bias.to_vec::<f32>().unwrap().iter().all(|v| *v == 0.0));
+        assert!(bias.try_to_vec::<f32>().unwrap().iter().all(|v| *v == 0.0));
     }
 
     #[test]
