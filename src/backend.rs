@@ -13,7 +13,9 @@ use burn::tensor::DeviceKind;
 use burn::tensor::wgpu::{WgpuBackend, wgpu};
 
 /// The compute backends `trainer` is built with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// burn's wgpu backend: a GPU through Vulkan, Metal or DX12.
@@ -117,7 +119,7 @@ pub enum BackendError {
 }
 
 /// A description of the device training runs on, for the logs and the run record.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     /// The backend.
     pub backend: BackendKind,

@@ -1,21 +1,64 @@
-//! The command line: flags, and what running `trainer` does with them.
+//! The command line: `train` (the default), `evaluate`, `predict`, `plot`, and what each does.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use clap::{ArgAction, Parser};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, TensorData};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, warn};
 
-use crate::backend::{self, BackendError, BackendKind, DeviceRequest, WgpuApi};
-use crate::data::{DataError, Mnist, default_data_dir};
-use crate::report::{self, LogError, LogFormat, LogOptions};
-use crate::training::{self, Sets, TrainConfig, TrainError};
+use crate::backend::{self, BackendError, BackendKind, DeviceRequest, ReadyDevice, WgpuApi};
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{DataError, IMAGE_PIXELS, Mnist, default_data_dir};
+use crate::logging::{self, LogError, LogFormat, LogOptions};
+use crate::metrics::Accumulator;
+use crate::model::Mlp;
+use crate::plot::{self, PlotError};
+use crate::predict::{self, ImageError};
+use crate::report::{self, ReportError, RunConfig, RunDir, Start, TestReport};
+use crate::training::{self, Observer, Outcome, Progress, Session, Sets, TrainConfig, TrainError};
 
 /// Train the article's MNIST digit classifier (784-30-10-10 MLP, Adam, 30 epochs) on a GPU
-/// through wgpu or on the CPU, logging train/validation loss and accuracy per epoch and
-/// the test result at the end.
+/// through wgpu or on the CPU, and keep what a run makes: checkpoints, history, plots, models.
+///
+/// Without a subcommand, `trainer` trains: `trainer --backend wgpu` is `trainer train --backend wgpu`.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// What to do (default: train).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Training flags, when no subcommand is given.
+    #[command(flatten)]
+    pub train: TrainArgs,
+
+    /// Logging flags, for every command.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model into a new run directory, or continue one with --resume (the default command)
+    Train(TrainArgs),
+    /// Test loss and accuracy of a model file, per-class precision/recall/accuracy, confusion matrix
+    Evaluate(EvaluateArgs),
+    /// Classify image files (PNG, JPEG, GIF, BMP, WebP, TIFF; any size or colour)
+    Predict(PredictArgs),
+    /// Redraw a run directory's plots from its history and test result
+    Plot(PlotArgs),
+}
+
+/// Which device to compute on.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
     /// Compute backend: wgpu (GPU via Vulkan/Metal/DX12), ndarray or flex (CPU)
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
@@ -27,14 +70,59 @@ pub struct Cli {
     /// GPU adapter for --backend wgpu, by its number in --list-devices [default: wgpu's pick, a high-performance GPU first]
     #[arg(long, value_name = "N")]
     pub device: Option<usize>,
+}
+
+impl DeviceArgs {
+    fn request(&self) -> DeviceRequest {
+        DeviceRequest {
+            backend: self.backend,
+            api: self.wgpu_api,
+            index: self.device,
+        }
+    }
+}
+
+/// Where the data is.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); scripts/fetch_mnist.py fills the default
+    #[arg(long, env = "TRAINER_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+}
+
+/// Which checkpoints a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keep {
+    /// The latest checkpoint and the model with the best validation accuracy
+    Best,
+    /// The latest checkpoint only
+    Last,
+    /// A checkpoint after every epoch, and the best model
+    All,
+}
+
+/// `trainer train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// List the GPU adapters wgpu can see (for --wgpu-api) and exit
     #[arg(long)]
     pub list_devices: bool,
 
-    /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); scripts/fetch_mnist.py fills the default
-    #[arg(long, env = "TRAINER_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
-    pub data_dir: PathBuf,
+    /// Run directory to write [default: runs/<UTC time>, never an existing run]
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+
+    /// Continue the run in DIR from its last checkpoint (its recipe; --epochs may extend it)
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
 
     /// Passes over the training set
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
@@ -74,25 +162,104 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub test_limit: Option<usize>,
 
+    /// Stop when validation loss has not improved for N epochs and keep the best epoch's weights [default: off, all epochs run]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub patience: Option<u32>,
+
+    /// Checkpoints to keep
+    #[arg(long, value_enum, default_value_t = Keep::Best)]
+    pub keep: Keep,
+
     /// Batches the loader prepares ahead of the training step on its own thread (0: none)
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub prefetch: usize,
+}
 
-    /// Log format: of the --log-file if given (stderr then stays text), else of stderr
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+/// `trainer evaluate`.
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    /// The model file (a run's model.model or best.model)
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// Evaluate on only the first N test images
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+
+    /// Print the report as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `trainer predict`.
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// The model file (a run's model.model or best.model)
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// Image files to classify
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// How many of the most probable digits to show
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub top: u8,
+
+    /// One JSON object per image instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `trainer plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// The run directory
+    #[arg(value_name = "DIR")]
+    pub run: PathBuf,
+}
+
+/// Logging, for every command.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: of the --log-file if given (stderr then stays text), else of stderr; json turns the progress bar off
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
     /// Append log events to this file
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub log_file: Option<PathBuf>,
 
     /// More detail in the logs (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Only warnings and errors on stderr
-    #[arg(short, long)]
+    /// Only warnings and errors on stderr, no progress bar
+    #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+impl LogArgs {
+    fn options(&self) -> LogOptions {
+        LogOptions {
+            format: self.log_format,
+            file: self.log_file.clone(),
+            verbose: self.verbose,
+            quiet: self.quiet,
+        }
+    }
 }
 
 /// What can make `trainer` fail.
@@ -110,6 +277,37 @@ pub enum Error {
     /// Training failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// A model file or checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A run directory file could not be read or written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// The run was interrupted; its checkpoint is on disk.
+    #[error("interrupted; the checkpoint is saved: continue with `trainer train --resume {}`", .0.display())]
+    Interrupted(PathBuf),
+    /// Some images could not be classified (each was reported).
+    #[error("{0} of the images could not be read")]
+    Images(usize),
+    /// A resumed run's checkpoint says it is already done.
+    #[error(
+        "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"
+    )]
+    NothingToDo(PathBuf, usize),
+}
+
+impl Error {
+    /// The process exit code for this error: 130 for an interruption (as shells report
+    /// SIGINT), 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted(_) => 130,
+            _ => 1,
+        }
+    }
 }
 
 fn parse_width(s: &str) -> Result<usize, String> {
@@ -128,7 +326,7 @@ fn parse_lr(s: &str) -> Result<f64, String> {
     }
 }
 
-impl Cli {
+impl TrainArgs {
     /// The training recipe these flags describe.
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
@@ -140,59 +338,405 @@ impl Cli {
             valid_size: self.valid_size,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
-            prefetch: self.prefetch,
-        }
-    }
-
-    fn device_request(&self) -> DeviceRequest {
-        DeviceRequest {
-            backend: self.backend,
-            api: self.wgpu_api,
-            index: self.device,
+            patience: self.patience.map(|p| p as usize),
         }
     }
 }
 
-/// Runs `trainer` as the flags say. Returns the line to print on stdout.
-pub fn run(cli: &Cli) -> Result<String, Error> {
-    report::init_logging(&LogOptions {
-        format: cli.log_format,
-        file: cli.log_file.clone(),
-        verbose: cli.verbose,
-        quiet: cli.quiet,
-    })?;
-    if cli.list_devices {
-        let (api, adapters) = backend::adapters(cli.wgpu_api);
-        if adapters.is_empty() {
-            return Ok(format!("no {api:?} adapters"));
+/// Runs `trainer` as parsed. `epochs_given` tells whether `--epochs` was on the command line
+/// (a resumed run keeps its recipe's epochs unless it was). Returns what to print on stdout.
+pub fn run(cli: Cli, epochs_given: bool) -> Result<String, Error> {
+    logging::init_logging(&cli.log.options())?;
+    match cli.command {
+        None => train(&cli.train, &cli.log, epochs_given),
+        Some(Command::Train(args)) => train(&args, &cli.log, epochs_given),
+        Some(Command::Evaluate(args)) => evaluate(&args),
+        Some(Command::Predict(args)) => predict(&args),
+        Some(Command::Plot(args)) => {
+            let run = RunDir::open(&args.run)?;
+            let written = draw_plots(&run)?;
+            Ok(written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n"))
         }
-        let lines: Vec<String> = adapters
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{i}: {a}"))
-            .collect();
-        return Ok(lines.join("\n"));
     }
-    let config = cli.train_config();
-    // Data first: a bad file is reported before a slow GPU initialisation.
-    let mnist = Mnist::load(&cli.data_dir)?;
-    let sets = Sets::new(&mnist, &config)?;
-    drop(mnist);
-    let device = backend::init(cli.device_request())?;
+}
+
+fn init_device(args: &DeviceArgs) -> Result<ReadyDevice, Error> {
+    let device = backend::init(args.request())?;
     let d = &device.info;
     info!(backend = %d.backend, adapter = %d.name, api = %d.api, kind = %d.kind, driver = %d.driver, "device");
     if d.backend == BackendKind::Wgpu && d.kind == "Cpu" {
         warn!(adapter = %d.name, "this wgpu adapter is a software renderer on the CPU: expect it to be slow");
     }
+    Ok(device)
+}
+
+fn list_devices(api: WgpuApi) -> String {
+    let (api, adapters) = backend::adapters(api);
+    if adapters.is_empty() {
+        return format!("no {api:?} adapters");
+    }
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {a}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Ctrl-C / SIGTERM presses so far. The first asks training to stop at the next batch
+/// boundary and save a checkpoint; the second exits at once (files are written atomically,
+/// so nothing on disk is left half-written).
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+fn install_interrupt_handler() {
+    let installed = ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("error: interrupted twice: exiting at once (the last checkpoint is intact)");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "interrupt: stopping after this batch and saving a checkpoint (again to quit at once)"
+        );
+    });
+    if let Err(e) = installed {
+        warn!("Ctrl-C will stop training without a checkpoint: {e}");
+    }
+}
+
+fn train(args: &TrainArgs, log: &LogArgs, epochs_given: bool) -> Result<String, Error> {
+    if args.list_devices {
+        return Ok(list_devices(args.device.wgpu_api));
+    }
+    // The recipe: new, or the one of the run being resumed.
+    let (resumed, mut run_config) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::open(dir)?;
+            let mut saved = run.read_config()?;
+            if epochs_given {
+                saved.recipe.epochs = args.epochs as usize;
+            }
+            (Some(run), saved)
+        }
+        None => {
+            if let Some(out) = &args.out {
+                RunDir::ensure_free(out)?;
+            }
+            let config = RunConfig {
+                trainer_version: env!("CARGO_PKG_VERSION").into(),
+                recipe: args.train_config(),
+                data_dir: args.data.data_dir.clone(),
+                prefetch: args.prefetch,
+                keep: format!("{:?}", args.keep).to_lowercase(),
+                starts: Vec::new(),
+            };
+            (None, config)
+        }
+    };
+    let config = run_config.recipe.clone();
+    // Data first: a bad file is reported before a slow GPU initialisation, and neither
+    // failure leaves an empty run directory behind.
+    let mnist = Mnist::load(&args.data.data_dir)?;
+    let sets = Sets::new(&mnist, &config)?;
+    drop(mnist);
+    let device = init_device(&args.device)?;
+    let run = match resumed {
+        Some(run) => run,
+        None => RunDir::create(args.out.as_deref())?,
+    };
+    let mut session = if args.resume.is_some() {
+        let session = checkpoint::load_checkpoint(&run.checkpoint(), &device.device)?;
+        let done = session.progress.epochs_done();
+        if done >= config.epochs {
+            return Err(Error::NothingToDo(run.path().to_path_buf(), done));
+        }
+        info!(run = %run.path().display(), epochs_done = done, "resuming");
+        session
+    } else {
+        Session::new(&config, &device.device).map_err(TrainError::from)?
+    };
+    run_config.starts.push(Start {
+        at: report::now(),
+        args: std::env::args().collect(),
+        device: device.info.clone(),
+        from_epoch: session.progress.epochs_done(),
+    });
+    run_config.prefetch = args.prefetch;
+    run.write_config(&run_config)?;
     info!(
-        data_dir = %cli.data_dir.display(),
+        run = %run.path().display(),
+        data_dir = %args.data.data_dir.display(),
         epochs = config.epochs,
         batch_size = config.batch_size,
         lr = config.lr,
         seed = config.seed,
         hidden = ?config.hidden,
+        train = sets.train.len(),
+        valid = sets.valid.len(),
+        test = sets.test.len(),
         "recipe"
     );
-    let result = training::train(&config, &sets, &device)?;
-    Ok(report::result_line(&result.test))
+
+    install_interrupt_handler();
+    let mut keeper = Keeper {
+        run: &run,
+        keep: args.keep,
+        patience: config.patience.is_some(),
+        bar: None,
+        show_bar: logging::bar_allowed(&log.options()),
+        batch_size: config.batch_size,
+        last_update: Instant::now(),
+    };
+    let outcome = training::train(
+        &config,
+        &sets,
+        &device.device,
+        args.prefetch,
+        &mut session,
+        &mut keeper,
+    );
+    logging::set_progress_bar(None);
+    match outcome? {
+        Outcome::Interrupted { epoch } => {
+            warn!(epoch, run = %run.path().display(), "interrupted; checkpoint saved");
+            return Err(Error::Interrupted(run.path().to_path_buf()));
+        }
+        Outcome::EarlyStopped { best, .. } => {
+            // The weights of the best epoch; when it came before a resume they are on disk.
+            let (model, _) = checkpoint::load_model(&run.best_loss_model(), &device.device)?;
+            info!(
+                best_epoch = best,
+                "restored the weights of the best epoch by validation loss"
+            );
+            session.model = model;
+        }
+        Outcome::Completed => {}
+    }
+
+    let model = session.model.valid();
+    checkpoint::save_model(&model, &run.final_model())?;
+    let (metrics, predicted) =
+        training::evaluate(&model, &sets.test, &device.device, args.prefetch)?;
+    let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
+    run.write_test(&test)?;
+    info!(
+        test_loss = training::round(metrics.loss, 4),
+        test_acc = training::round(metrics.accuracy, 4),
+        images = metrics.count,
+        "test"
+    );
+    let plots = draw_plots(&run)?;
+    info!(run = %run.path().display(), plots = plots.len(), "run saved");
+    Ok(report::result_line(&metrics))
+}
+
+/// Writes what each epoch leaves: checkpoint, best models, history files, and drives the
+/// progress bar. Stops training when Ctrl-C was pressed.
+struct Keeper<'a> {
+    run: &'a RunDir,
+    keep: Keep,
+    patience: bool,
+    bar: Option<ProgressBar>,
+    show_bar: bool,
+    batch_size: usize,
+    last_update: Instant,
+}
+
+impl Keeper<'_> {
+    fn save(
+        &self,
+        model: &Mlp,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        // The session is rebuilt by reference-counted clones: no tensor data is copied.
+        let session = Session {
+            model: model.clone(),
+            optimizer: optimizer.clone(),
+            progress: progress.clone(),
+        };
+        checkpoint::save_checkpoint(&self.run.checkpoint(), &session).map_err(|e| e.to_string())
+    }
+}
+
+impl Observer for Keeper<'_> {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &Accumulator) -> bool {
+        if self.show_bar {
+            let bar = self.bar.get_or_insert_with(|| {
+                let bar = ProgressBar::new(steps as u64).with_style(
+                    ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                logging::set_progress_bar(Some(bar.clone()));
+                bar
+            });
+            bar.set_prefix(epoch.to_string());
+            bar.set_position(step as u64);
+            // Reading the running loss syncs the device: a few times a second at most.
+            if self.last_update.elapsed() > Duration::from_millis(250) {
+                self.last_update = Instant::now();
+                if let Ok(m) = sums.metrics() {
+                    let rate = bar.per_sec() * self.batch_size as f64;
+                    bar.set_message(format!(
+                        "loss {:.4}  acc {:.4}  {:.0} images/s",
+                        m.loss, m.accuracy, rate
+                    ));
+                }
+            }
+        }
+        INTERRUPTS.load(Ordering::SeqCst) == 0
+    }
+
+    fn on_epoch(
+        &mut self,
+        model: &Mlp,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+        improved: bool,
+    ) -> Result<(), String> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            logging::set_progress_bar(None);
+        }
+        let epoch = progress.epochs_done();
+        self.save(model, optimizer, progress)?;
+        if self.keep == Keep::All {
+            let path = self.run.epoch_checkpoint(epoch);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            std::fs::copy(self.run.checkpoint(), &path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let valid_model = || model.clone().valid();
+        if improved && self.keep != Keep::Last {
+            checkpoint::save_model(&valid_model(), &self.run.best_model())
+                .map_err(|e| e.to_string())?;
+        }
+        if self.patience && progress.best_val_loss.is_some_and(|(_, e)| e == epoch) {
+            checkpoint::save_model(&valid_model(), &self.run.best_loss_model())
+                .map_err(|e| e.to_string())?;
+        }
+        self.run
+            .write_history(&progress.history)
+            .map_err(|e| e.to_string())
+    }
+
+    fn on_interrupt(
+        &mut self,
+        model: &Mlp,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+            logging::set_progress_bar(None);
+        }
+        self.save(model, optimizer, progress)
+    }
+}
+
+/// Draws the learning curves (when there is a history) and the confusion matrix (when there is
+/// a test result) into the run directory; returns the files written.
+fn draw_plots(run: &RunDir) -> Result<Vec<PathBuf>, Error> {
+    let mut written = Vec::new();
+    if run.history_jsonl().is_file() {
+        let history = run.read_history()?;
+        written.extend(plot::learning_curves(
+            &history,
+            &run.plot("learning_curves"),
+        )?);
+    }
+    if run.test().is_file() {
+        let test = run.read_test()?;
+        written.extend(plot::confusion(&test.confusion, &run.plot("confusion"))?);
+    }
+    Ok(written)
+}
+
+fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
+    let mnist = Mnist::load(&args.data.data_dir)?;
+    let test = match args.test_limit {
+        Some(n) => mnist.test.slice(0..n.min(mnist.test.len())),
+        None => mnist.test,
+    };
+    let device = init_device(&args.device)?;
+    let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
+    let (metrics, predicted) = training::evaluate(&model, &test, &device.device, 2)?;
+    let report = TestReport::new(&args.model, metrics, &test.labels, &predicted);
+    Ok(if args.json {
+        serde_json::to_string(&report).unwrap_or_default()
+    } else {
+        report.table()
+    })
+}
+
+/// One image's answer: the digit and the probabilities, most likely first.
+fn classify(
+    model: &Mlp,
+    pixels: Vec<f32>,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f32>, Error> {
+    let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
+    softmax(model.forward(x), 1)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Read(crate::metrics::ReadError::new(format!("{e:?}"))).into())
+}
+
+fn predict(args: &PredictArgs) -> Result<String, Error> {
+    let device = init_device(&args.device)?;
+    let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
+    let mut lines = Vec::new();
+    let mut failed = 0;
+    for path in &args.images {
+        match predict::load_digit(path) {
+            Ok(pixels) => {
+                let probs = classify(&model, pixels, &device.device)?;
+                let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked.truncate(usize::from(args.top));
+                lines.push(if args.json {
+                    serde_json::json!({
+                        "file": path,
+                        "digit": ranked[0].0,
+                        "probability": ranked[0].1,
+                        "top": ranked.iter().map(|(d, p)| serde_json::json!({"digit": d, "probability": p})).collect::<Vec<_>>(),
+                    })
+                    .to_string()
+                } else {
+                    let top: Vec<String> = ranked.iter().map(|(d, p)| format!("{d} {p:.4}")).collect();
+                    format!("{}: {} (top: {})", path.display(), ranked[0].0, top.join(", "))
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                report_image_error(&e, args.json, &mut lines);
+            }
+        }
+    }
+    if failed > 0 {
+        // The answers still go to stdout before the failure is reported.
+        println!("{}", lines.join("\n"));
+        return Err(Error::Images(failed));
+    }
+    Ok(lines.join("\n"))
+}
+
+fn report_image_error(e: &ImageError, json: bool, lines: &mut Vec<String>) {
+    if json {
+        let file = match e {
+            ImageError::Io { path, .. } | ImageError::Decode { path, .. } => path.clone(),
+            ImageError::Empty(p) | ImageError::Blank(p) => p.clone(),
+        };
+        lines.push(serde_json::json!({"file": file, "error": e.to_string()}).to_string());
+    }
+    eprintln!("error: {e}");
 }

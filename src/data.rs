@@ -504,8 +504,10 @@ mod tests {
 
         // The same test set, raw (uncompressed) and under the plain name.
         let gz = dir.path().join(format!("{TEST_IMAGES}.gz"));
-        let raw = flate2::read::GzDecoder::new(File::open(&gz).unwrap());
-        let raw: Vec<u8> = raw.bytes().map(Result::unwrap).collect();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&gz).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
         std::fs::remove_file(&gz).unwrap();
         std::fs::write(dir.path().join(TEST_IMAGES), raw).unwrap();
         assert_eq!(

@@ -1,13 +1,18 @@
 //! `trainer`: a GPU-accelerated trainer for handwritten-digit recognition on burn.
 //!
 //! It reproduces the article's Keras MLP on MNIST (784-30-10-10, Adam, 30 epochs) with the
-//! backend chosen at run time: wgpu on a GPU, ndarray or flex on the CPU.
+//! backend chosen at run time: wgpu on a GPU, ndarray or flex on the CPU; and keeps what a
+//! run makes: checkpoints, history, plots, model files.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod loader;
+pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod plot;
+pub mod predict;
 pub mod report;
 pub mod training;

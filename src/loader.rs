@@ -182,7 +182,10 @@ mod tests {
         Split::new(images, labels).unwrap()
     }
 
-    fn batches(ahead: usize) -> Vec<(Vec<f32>, Vec<i64>, Vec<f32>, usize)> {
+    /// A batch read back: pixels, labels, weights, real rows.
+    type HostBatch = (Vec<f32>, Vec<i64>, Vec<f32>, usize);
+
+    fn batches(ahead: usize) -> Vec<HostBatch> {
         let device = Device::flex();
         let mut loader = Loader::new(split(5), vec![4, 0, 3, 1, 2], 2, device, ahead);
         let out = loader

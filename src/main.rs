@@ -1,8 +1,9 @@
-//! The `trainer` binary: parses flags, runs, turns any error into one line and exit code 1.
+//! The `trainer` binary: parses flags, runs, turns any error into one line and an exit code.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use trainer::cli::{Cli, run};
 
 fn main() -> ExitCode {
@@ -10,15 +11,23 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (please report): {info}");
     }));
-    let cli = Cli::parse();
-    match run(&cli).map_err(anyhow::Error::from) {
-        Ok(line) => {
-            println!("{line}");
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Whether --epochs was typed (a resumed run keeps its own otherwise).
+    let sub = matches.subcommand_matches("train").unwrap_or(&matches);
+    let epochs_given = sub.value_source("epochs") == Some(ValueSource::CommandLine);
+    match run(cli, epochs_given) {
+        Ok(out) => {
+            println!("{out}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let code = e.exit_code();
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code)
         }
     }
 }

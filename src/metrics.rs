@@ -4,7 +4,9 @@
 //! so the sums below count real images only.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::data::NUM_CLASSES;
 
 /// Sum over the batch of `weight × cross-entropy(softmax(logits), label)`, shape `[1]`.
 /// Differentiable: divided by the number of real images it is the training loss.
@@ -47,6 +49,13 @@ pub struct Metrics {
 #[error("reading metrics back from the device: {0}")]
 pub struct ReadError(String);
 
+impl ReadError {
+    /// A read-back failure described by `why`.
+    pub fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
+
 /// Sums of per-batch loss and hit counts, kept on the device so the training loop never waits
 /// for a read-back.
 #[derive(Debug, Default)]
@@ -67,33 +76,138 @@ impl Accumulator {
         self.count += count;
     }
 
-    /// Reads the sums back (one device sync) and turns them into means.
-    pub fn finish(self) -> Result<Metrics, ReadError> {
-        let Some(sums) = self.sums else {
-            return Ok(Metrics {
-                loss: f64::NAN,
-                accuracy: f64::NAN,
-                count: 0,
-            });
+    /// Reads the raw sums back (one device sync): `[loss sum, correct]` exactly as the device
+    /// holds them, and the image count. With [`Accumulator::from_sums`] this lets a pass stop
+    /// and resume with bit-identical results.
+    pub fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
+        let Some(sums) = &self.sums else {
+            return Ok(([0.0; 2], 0));
         };
         let values = sums
+            .clone()
             .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
             .map_err(|e| ReadError(format!("{e:?}")))?;
-        let n = self.count as f64;
+        match values[..] {
+            [loss, correct] => Ok(([loss, correct], self.count)),
+            _ => Err(ReadError(format!("expected 2 sums, got {}", values.len()))),
+        }
+    }
+
+    /// An accumulator that carries on from sums read with [`Accumulator::sums`].
+    pub fn from_sums(sums: [f32; 2], count: usize, device: &Device) -> Self {
+        Self {
+            sums: (count > 0)
+                .then(|| Tensor::from_data(TensorData::new(sums.to_vec(), [2]), device)),
+            count,
+        }
+    }
+
+    /// The means so far (one device sync).
+    pub fn metrics(&self) -> Result<Metrics, ReadError> {
+        let ([loss, correct], count) = self.sums()?;
+        let n = count as f64;
         Ok(Metrics {
-            loss: values[0] / n,
-            accuracy: values[1] / n,
-            count: self.count,
+            loss: f64::from(loss) / n,
+            accuracy: f64::from(correct) / n,
+            count,
         })
+    }
+}
+
+/// Counts of (true digit, predicted digit) pairs, and the per-class figures derived from them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Confusion {
+    /// `counts[true][predicted]`.
+    pub counts: [[u32; NUM_CLASSES]; NUM_CLASSES],
+}
+
+/// Precision, recall and accuracy of one class.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassStats {
+    /// The digit.
+    pub digit: usize,
+    /// Images of this digit.
+    pub support: u32,
+    /// Of the images predicted as this digit, the fraction that are (`None` if none was).
+    pub precision: Option<f64>,
+    /// Of the images of this digit, the fraction predicted as it (`None` if there are none).
+    pub recall: Option<f64>,
+    /// Of all images, the fraction classified right with respect to this digit
+    /// (true positives and true negatives), the one-vs-rest accuracy.
+    pub accuracy: f64,
+}
+
+impl Confusion {
+    /// Tallies `truth` against `predicted` (equal lengths, digits 0–9).
+    pub fn new(truth: &[u8], predicted: &[u8]) -> Self {
+        let mut counts = [[0u32; NUM_CLASSES]; NUM_CLASSES];
+        for (&t, &p) in truth.iter().zip(predicted) {
+            if let Some(cell) = counts
+                .get_mut(usize::from(t))
+                .and_then(|row| row.get_mut(usize::from(p)))
+            {
+                *cell += 1;
+            }
+        }
+        Self { counts }
+    }
+
+    /// Number of images tallied.
+    pub fn total(&self) -> u32 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Per-class precision, recall and one-vs-rest accuracy.
+    pub fn per_class(&self) -> Vec<ClassStats> {
+        let total = f64::from(self.total());
+        (0..NUM_CLASSES)
+            .map(|d| {
+                let tp = f64::from(self.counts[d][d]);
+                let actual: f64 = self.counts[d].iter().map(|&c| f64::from(c)).sum();
+                let predicted: f64 = self.counts.iter().map(|row| f64::from(row[d])).sum();
+                let fp = predicted - tp;
+                let fn_ = actual - tp;
+                ClassStats {
+                    digit: d,
+                    support: actual as u32,
+                    precision: (predicted > 0.0).then(|| tp / predicted),
+                    recall: (actual > 0.0).then(|| tp / actual),
+                    accuracy: (total - fp - fn_) / total,
+                }
+            })
+            .collect()
+    }
+
+    /// The matrix and the per-class figures as a plain-text table.
+    pub fn table(&self) -> String {
+        let mut out = String::from("true\\pred");
+        for d in 0..NUM_CLASSES {
+            out += &format!("{d:>6}");
+        }
+        out += "   precision  recall  accuracy  support\n";
+        for (d, stats) in self.per_class().iter().enumerate() {
+            out += &format!("{d:>9}");
+            for c in self.counts[d] {
+                out += &format!("{c:>6}");
+            }
+            let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            out += &format!(
+                "   {:>9}  {:>6}  {:>8.4}  {:>7}\n",
+                or_dash(stats.precision),
+                or_dash(stats.recall),
+                stats.accuracy,
+                stats.support
+            );
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
 
     #[test]
     fn padding_rows_do_not_count() {
@@ -109,12 +223,33 @@ mod tests {
         let correct = weighted_correct(logits, labels, weights);
         let mut acc = Accumulator::default();
         acc.add(nll, correct, 2);
-        let m = acc.finish().unwrap();
+        let m = acc.metrics().unwrap();
         let ln = |x: f64| x.ln();
         // -log softmax: row 0 picks 2 of (2, 0); row 1 picks 0 of (3, 0).
         let expected = (-(2.0 - ln(2f64.exp() + 1.0)) - (0.0 - ln(3f64.exp() + 1.0))) / 2.0;
         assert!((m.loss - expected).abs() < 1e-5, "{} vs {expected}", m.loss);
         assert_eq!(m.accuracy, 0.5);
         assert_eq!(m.count, 2);
+    }
+
+    #[test]
+    fn confusion_counts_and_per_class_figures() {
+        let truth = [0u8, 0, 1, 1, 1, 2];
+        let predicted = [0u8, 1, 1, 1, 2, 2];
+        let c = Confusion::new(&truth, &predicted);
+        assert_eq!(c.total(), 6);
+        assert_eq!(c.counts[0][1], 1);
+        assert_eq!(c.counts[1][1], 2);
+        let s = c.per_class();
+        assert_eq!(s[1].support, 3);
+        assert!((s[1].precision.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s[1].recall.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s[2].precision.unwrap() - 0.5).abs() < 1e-12);
+        // Digit 0: one false negative, no false positive: 5 of 6 right one-vs-rest.
+        assert!((s[0].accuracy - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!((s[5].precision, s[5].recall), (None, None));
+        let table = c.table();
+        assert_eq!(table.lines().count(), 11);
+        assert!(table.contains("precision"));
     }
 }

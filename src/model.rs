@@ -58,6 +58,24 @@ impl Mlp {
             })
     }
 
+    /// Every weight and bias as plain numbers, layer by layer (weights then bias): for
+    /// comparing models exactly, whatever backend they live on.
+    pub fn parameters(&self) -> Vec<Vec<f32>> {
+        let read = |data: burn::tensor::TensorData| {
+            data.convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        };
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                let bias = l.bias.as_ref().map(|b| read(b.val().into_data()));
+                [Some(read(l.weight.val().into_data())), bias]
+            })
+            .flatten()
+            .collect()
+    }
+
     /// The layer widths, input first: `[784, 30, 10, 10]` for the article's model.
     pub fn widths(&self) -> Vec<usize> {
         let mut widths = vec![IMAGE_PIXELS];

@@ -1,124 +1,340 @@
-//! What a run tells its user: log events through `tracing` (human-readable text on a
-//! terminal, JSON lines on request, to stderr and/or a file) and the one plain result line
-//! on stdout.
+//! What a run keeps for its user: the run directory, its configuration, its per-epoch
+//! history (CSV and JSON lines), its test result, and the plain result line on stdout.
+//!
+//! Every file here is written atomically (see [`crate::checkpoint::atomic_write`]).
 
-use std::fs::OpenOptions;
-use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
+use crate::backend::DeviceInfo;
+use crate::checkpoint::{CheckpointError, atomic_write};
+use crate::metrics::{ClassStats, Confusion, Metrics};
+use crate::training::{EpochRecord, TrainConfig};
 
-/// How log events are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line, fields at the top level.
-    Json,
-}
+/// Where runs go when `--out` is not given: `runs/<UTC time>` in the current directory.
+pub const RUNS_DIR: &str = "runs";
 
-/// Where and how to log.
-#[derive(Debug, Clone)]
-pub struct LogOptions {
-    /// Format of the log file when there is one, else of stderr.
-    pub format: LogFormat,
-    /// Append log events to this file (stderr keeps a human-readable copy unless quiet).
-    pub file: Option<PathBuf>,
-    /// 0: info; 1: debug; 2+: trace. `RUST_LOG`, when set, wins.
-    pub verbose: u8,
-    /// Only warnings and errors on stderr.
-    pub quiet: bool,
-}
-
-/// Logging could not be set up.
+/// What can go wrong with a run directory.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The log file could not be opened.
-    #[error("--log-file {path}: {source}")]
-    File {
-        /// The file.
+pub enum ReportError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// `RUST_LOG` does not parse.
-    #[error("RUST_LOG: {0}")]
-    Filter(String),
+    /// A file could not be written (atomically).
+    #[error(transparent)]
+    Write(#[from] CheckpointError),
+    /// `--out` names a directory that already holds a run.
+    #[error(
+        "--out {0}: already holds a run (continue it with `trainer train --resume {0}`, or choose another --out)"
+    )]
+    Exists(PathBuf),
+    /// `--resume` or `plot` names something that is not a run directory.
+    #[error("{path}: not a run directory ({why})")]
+    NotARun {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing.
+        why: String,
+    },
+    /// A run file does not parse.
+    #[error("{path}: {why}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
-type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
-fn filter(level: &str) -> Result<EnvFilter, LogError> {
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => {
-            EnvFilter::try_new(spec).map_err(|e| LogError::Filter(e.to_string()))
+/// A run directory and the names of the files in it.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a new run directory: `out` if given (it must not hold a run already), else a
+    /// fresh `runs/<UTC time>[-N]`. Never reuses a directory that holds a run.
+    pub fn create(out: Option<&Path>) -> Result<Self, ReportError> {
+        if let Some(out) = out {
+            Self::ensure_free(out)?;
+            std::fs::create_dir_all(out).map_err(io(out))?;
+            return Ok(Self {
+                path: out.to_path_buf(),
+            });
         }
-        // Our own events at `level`; the libraries' (burn, wgpu) only when they warn.
-        _ => Ok(EnvFilter::new(format!("warn,trainer={level}"))),
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "-");
+        let base = Path::new(RUNS_DIR);
+        std::fs::create_dir_all(base).map_err(io(base))?;
+        for n in 1.. {
+            let name = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let path = base.join(name);
+            // `create_dir` fails when the directory exists: two runs never share one.
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(Self { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        unreachable!("an unbounded range always yields another name")
+    }
+
+    /// Fails when `out` already holds a run (cheap: lets a command refuse before it works).
+    pub fn ensure_free(out: &Path) -> Result<(), ReportError> {
+        let run = Self {
+            path: out.to_path_buf(),
+        };
+        match run.config().exists() {
+            true => Err(ReportError::Exists(out.to_path_buf())),
+            false => Ok(()),
+        }
+    }
+
+    /// Opens an existing run directory (for `--resume` or `plot`), removing temporary files a
+    /// killed process may have left behind.
+    pub fn open(path: &Path) -> Result<Self, ReportError> {
+        let run = Self {
+            path: path.to_path_buf(),
+        };
+        if !run.config().is_file() {
+            return Err(ReportError::NotARun {
+                path: path.to_path_buf(),
+                why: "no config.json".into(),
+            });
+        }
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `config.json`: the recipe, the device, versions, every start of the run.
+    pub fn config(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+    /// `history.csv`: one row per epoch.
+    pub fn history_csv(&self) -> PathBuf {
+        self.path.join("history.csv")
+    }
+    /// `history.jsonl`: one JSON object per epoch.
+    pub fn history_jsonl(&self) -> PathBuf {
+        self.path.join("history.jsonl")
+    }
+    /// `checkpoint.ckpt`: the latest state, to resume from.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.path.join("checkpoint.ckpt")
+    }
+    /// `checkpoints/epoch-NNN.ckpt`: the state after epoch `n` (`--keep all`).
+    pub fn epoch_checkpoint(&self, n: usize) -> PathBuf {
+        self.path
+            .join("checkpoints")
+            .join(format!("epoch-{n:03}.ckpt"))
+    }
+    /// `best.model`: the model of the epoch with the best validation accuracy.
+    pub fn best_model(&self) -> PathBuf {
+        self.path.join("best.model")
+    }
+    /// `best-loss.model`: the model of the epoch with the lowest validation loss (early
+    /// stopping restores it).
+    pub fn best_loss_model(&self) -> PathBuf {
+        self.path.join("best-loss.model")
+    }
+    /// `model.model`: the final model.
+    pub fn final_model(&self) -> PathBuf {
+        self.path.join("model.model")
+    }
+    /// `test.json`: the test result with per-class figures and the confusion matrix.
+    pub fn test(&self) -> PathBuf {
+        self.path.join("test.json")
+    }
+    /// A plot's path without extension: the picture is `NAME.png` and `NAME.svg`.
+    pub fn plot(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Reads `config.json`.
+    pub fn read_config(&self) -> Result<RunConfig, ReportError> {
+        read_json(&self.config())
+    }
+
+    /// Writes `config.json`.
+    pub fn write_config(&self, config: &RunConfig) -> Result<(), ReportError> {
+        write_json(&self.config(), config)
+    }
+
+    /// Rewrites `history.csv` and `history.jsonl` from the full history.
+    pub fn write_history(&self, history: &[EpochRecord]) -> Result<(), ReportError> {
+        atomic_write(&self.history_csv(), |f| {
+            writeln!(
+                f,
+                "epoch,train_loss,train_acc,val_loss,val_acc,seconds,train_seconds,images_per_s"
+            )?;
+            for r in history {
+                let (vl, va) = r
+                    .valid
+                    .map(|v| (v.loss.to_string(), v.accuracy.to_string()))
+                    .unwrap_or_default();
+                writeln!(
+                    f,
+                    "{},{},{},{vl},{va},{},{},{}",
+                    r.epoch,
+                    r.train.loss,
+                    r.train.accuracy,
+                    r.seconds,
+                    r.train_seconds,
+                    r.images_per_s()
+                )?;
+            }
+            Ok(())
+        })?;
+        atomic_write(&self.history_jsonl(), |f| {
+            for r in history {
+                serde_json::to_writer(&mut *f, r)?;
+                writeln!(f)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Reads the history back from `history.jsonl`.
+    pub fn read_history(&self) -> Result<Vec<EpochRecord>, ReportError> {
+        let path = self.history_jsonl();
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| ReportError::Parse {
+                    path: path.clone(),
+                    why: format!("line {}: {e}", i + 1),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `test.json`.
+    pub fn write_test(&self, report: &TestReport) -> Result<(), ReportError> {
+        write_json(&self.test(), report)
+    }
+
+    /// Reads `test.json`.
+    pub fn read_test(&self) -> Result<TestReport, ReportError> {
+        read_json(&self.test())
     }
 }
 
-fn layer<W>(format: LogFormat, writer: W, ansi: bool) -> BoxedLayer
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    let base = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => base.with_target(false).boxed(),
-        LogFormat::Json => base.json().flatten_event(true).boxed(),
-    }
-}
-
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init_logging(options: &LogOptions) -> Result<(), LogError> {
-    let level = match options.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let stderr_level = if options.quiet { "warn" } else { level };
-    let stderr_format = match options.file {
-        Some(_) => LogFormat::Text,
-        None => options.format,
-    };
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut layers = vec![
-        layer(stderr_format, std::io::stderr, ansi)
-            .with_filter(filter(stderr_level)?)
-            .boxed(),
-    ];
-    if let Some(path) = &options.file {
-        layers.push(
-            layer(options.format, open_log(path)?, false)
-                .with_filter(filter(level)?)
-                .boxed(),
-        );
-    }
-    // A second initialisation (tests calling in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
+    atomic_write(path, |f| {
+        serde_json::to_writer_pretty(&mut *f, value)?;
+        writeln!(f)
+    })?;
     Ok(())
 }
 
-/// Opens the log file for appending, so earlier runs' logs are never lost.
-fn open_log(path: &Path) -> Result<Mutex<std::fs::File>, LogError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(Mutex::new)
-        .map_err(|source| LogError::File {
-            path: path.to_path_buf(),
-            source,
-        })
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ReportError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| ReportError::Parse {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// One start of a run (the first, or a resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// When, as RFC 3339 UTC.
+    pub at: String,
+    /// The command line.
+    pub args: Vec<String>,
+    /// The device trained on.
+    pub device: DeviceInfo,
+    /// Epochs already done at this start.
+    pub from_epoch: usize,
+}
+
+/// `config.json`: everything needed to know, and to continue, what a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `trainer`'s version.
+    pub trainer_version: String,
+    /// The recipe.
+    pub recipe: TrainConfig,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Batches prepared ahead of the step.
+    pub prefetch: usize,
+    /// Which checkpoints are kept.
+    pub keep: String,
+    /// Every start of the run, first first.
+    pub starts: Vec<Start>,
+}
+
+/// `test.json`, and what `evaluate --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// The model file evaluated.
+    pub model: PathBuf,
+    /// Loss and accuracy.
+    pub metrics: Metrics,
+    /// Per-class precision, recall and accuracy.
+    pub per_class: Vec<ClassStats>,
+    /// The confusion matrix.
+    pub confusion: Confusion,
+}
+
+impl TestReport {
+    /// The report of `metrics` and the confusion of `truth` vs `predicted`.
+    pub fn new(model: &Path, metrics: Metrics, truth: &[u8], predicted: &[u8]) -> Self {
+        let confusion = Confusion::new(truth, predicted);
+        Self {
+            model: model.to_path_buf(),
+            metrics,
+            per_class: confusion.per_class(),
+            confusion,
+        }
+    }
+
+    /// The report as a terminal table.
+    pub fn table(&self) -> String {
+        format!(
+            "test loss {:.4}, accuracy {:.4} on {} images\n\n{}",
+            self.metrics.loss,
+            self.metrics.accuracy,
+            self.metrics.count,
+            self.confusion.table()
+        )
+    }
 }
 
 /// The plain line a script reads from stdout at the end of a run.
@@ -127,6 +343,11 @@ pub fn result_line(test: &Metrics) -> String {
         "test_loss={:.4} test_acc={:.4} test_images={}",
         test.loss, test.accuracy, test.count
     )
+}
+
+/// The current time as RFC 3339 UTC, for the records.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
@@ -144,5 +365,53 @@ mod tests {
             result_line(&m),
             "test_loss=0.1235 test_acc=0.9646 test_images=10000"
         );
+    }
+
+    fn record(epoch: usize) -> EpochRecord {
+        let m = Metrics {
+            loss: 0.5 / epoch as f64,
+            accuracy: 0.9,
+            count: 100,
+        };
+        EpochRecord {
+            epoch,
+            train: m,
+            valid: Some(m),
+            train_seconds: 0.5,
+            seconds: 0.6,
+        }
+    }
+
+    #[test]
+    fn history_round_trips_and_csv_has_a_row_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(Some(&dir.path().join("r"))).unwrap();
+        let history = vec![record(1), record(2)];
+        run.write_history(&history).unwrap();
+        assert_eq!(run.read_history().unwrap(), history);
+        let csv = std::fs::read_to_string(run.history_csv()).unwrap();
+        assert_eq!(csv.lines().count(), 3);
+        assert!(
+            csv.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("2,0.25,0.9,0.25,0.9,0.6,0.5,200")
+        );
+    }
+
+    #[test]
+    fn an_existing_run_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r");
+        let run = RunDir::create(Some(&out)).unwrap();
+        std::fs::write(run.config(), "{}").unwrap();
+        assert!(matches!(
+            RunDir::create(Some(&out)),
+            Err(ReportError::Exists(_))
+        ));
+        assert!(matches!(
+            RunDir::open(&dir.path().join("nothing")),
+            Err(ReportError::NotARun { .. })
+        ));
     }
 }

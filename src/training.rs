@@ -1,17 +1,18 @@
 //! The training loop: the article's recipe (Adam, sparse categorical cross-entropy, shuffled
-//! mini-batches, validation after every epoch, one test pass at the end).
+//! mini-batches, validation after every epoch), with early stopping, and a state that can be
+//! saved at any batch boundary and resumed bit for bit.
 
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::backend::ReadyDevice;
 use crate::data::{DataError, Mnist, Split};
 use crate::loader::{Loader, LoaderError};
 use crate::metrics::{Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum};
@@ -21,7 +22,7 @@ use crate::model::{Mlp, ModelError};
 pub const EVAL_BATCH: usize = 1000;
 
 /// The recipe: everything that decides what is trained and how.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Hidden layer widths (`[30, 10]` in the article).
     pub hidden: Vec<usize>,
@@ -39,8 +40,9 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Test on only the first N test images.
     pub test_limit: Option<usize>,
-    /// Batches the loader prepares ahead of the training step (0: none, built on demand).
-    pub prefetch: usize,
+    /// Stop when the validation loss has not improved for this many epochs, and go back to
+    /// the weights of the best epoch (`None`: run every epoch, as the article does).
+    pub patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -55,13 +57,18 @@ impl Default for TrainConfig {
             valid_size: 5000,
             train_limit: None,
             test_limit: None,
-            prefetch: 2,
+            patience: None,
         }
     }
 }
 
 /// Adam's ε as Keras sets it (burn's default is 1e-5).
 const ADAM_EPSILON: f32 = 1e-7;
+
+/// A fresh Adam optimizer for the recipe (Keras' β1, β2 and ε).
+pub fn optimizer() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
+}
 
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +85,9 @@ pub enum TrainError {
     /// Metrics could not be read from the device.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The observer (checkpoints, history files) failed.
+    #[error("{0}")]
+    Observer(String),
 }
 
 /// The three sets a run uses.
@@ -108,12 +118,17 @@ impl Sets {
                 "--train-limit and --test-limit must leave at least one image".into(),
             ));
         }
+        if config.patience.is_some() && valid.is_empty() {
+            return Err(DataError::Split(
+                "--patience needs a validation set (--valid-size > 0)".into(),
+            ));
+        }
         Ok(Self { train, valid, test })
     }
 }
 
 /// One epoch's results.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -134,19 +149,147 @@ impl EpochRecord {
     }
 }
 
-/// A finished run.
-#[derive(Debug)]
-pub struct RunResult {
-    /// The trained model (without autodiff).
-    pub model: Mlp,
-    /// Per-epoch history.
+/// Where an interrupted epoch stood, so that it can be finished exactly as it would have been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Training steps already taken in it.
+    pub steps: usize,
+    /// The device's running `[loss sum, correct]`, bit for bit.
+    pub sums: [f32; 2],
+    /// Images trained on so far.
+    pub count: usize,
+    /// Seconds spent in it so far.
+    pub seconds: f64,
+}
+
+/// Where training stands, apart from the tensors: what a checkpoint stores beside the model
+/// and optimizer state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Completed epochs, in order.
     pub history: Vec<EpochRecord>,
-    /// Loss and accuracy on the test set.
-    pub test: Metrics,
+    /// The epoch under way when the run was interrupted, if any.
+    pub partial: Option<PartialEpoch>,
+    /// Best validation accuracy so far and its epoch.
+    pub best_val_acc: Option<(f64, usize)>,
+    /// Lowest validation loss so far and its epoch (early stopping).
+    pub best_val_loss: Option<(f64, usize)>,
+}
+
+impl Progress {
+    /// Nothing trained yet.
+    pub fn new() -> Self {
+        Self {
+            history: Vec::new(),
+            partial: None,
+            best_val_acc: None,
+            best_val_loss: None,
+        }
+    }
+
+    /// Completed epochs.
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the loop asks of its caller, between steps and after epochs.
+pub trait Observer {
+    /// Called after every training step; return `false` to stop at this batch boundary.
+    /// `sums` holds the epoch's running sums (reading them syncs the device: do it rarely).
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &Accumulator) -> bool;
+
+    /// Called after every epoch, with the state a checkpoint needs.
+    /// `improved` is true when the epoch set a new best validation accuracy.
+    fn on_epoch(
+        &mut self,
+        model: &Mlp,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+        improved: bool,
+    ) -> Result<(), String>;
+
+    /// Called when a step-level stop leaves an epoch unfinished, with the state to save.
+    fn on_interrupt(
+        &mut self,
+        model: &Mlp,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+    ) -> Result<(), String>;
+}
+
+/// An observer that does nothing (tests, quick runs).
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn on_step(&mut self, _: usize, _: usize, _: usize, _: &Accumulator) -> bool {
+        true
+    }
+    fn on_epoch(
+        &mut self,
+        _: &Mlp,
+        _: &ModuleOptimizer,
+        _: &Progress,
+        _: bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn on_interrupt(&mut self, _: &Mlp, _: &ModuleOptimizer, _: &Progress) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// All epochs ran.
+    Completed,
+    /// Early stopping ended the run after this epoch; the model is the best epoch's.
+    EarlyStopped {
+        /// The last epoch run.
+        epoch: usize,
+        /// The epoch whose weights were restored.
+        best: usize,
+    },
+    /// The observer stopped the run inside this epoch; its state was handed to `on_interrupt`.
+    Interrupted {
+        /// The unfinished epoch.
+        epoch: usize,
+    },
+}
+
+/// A model being trained: weights (with autodiff), optimizer state and progress.
+pub struct Session {
+    /// The model, on the autodiff device.
+    pub model: Mlp,
+    /// Adam's state.
+    pub optimizer: ModuleOptimizer,
+    /// Where training stands.
+    pub progress: Progress,
+}
+
+impl Session {
+    /// A new model for `config` on `device` (a plain device; autodiff is added here).
+    pub fn new(config: &TrainConfig, device: &Device) -> Result<Self, ModelError> {
+        let model = Mlp::new(&config.hidden, config.seed, &device.clone().autodiff())?;
+        Ok(Self {
+            model,
+            optimizer: optimizer(),
+            progress: Progress::new(),
+        })
+    }
 }
 
 /// The shuffled order of `n` images for `epoch`: a pure function of (seed, epoch), so a run
-/// reproduces exactly on any backend.
+/// reproduces exactly on any backend and resumes without any generator state.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     let mut order: Vec<u32> = (0..n as u32).collect();
     // Distinct, well-mixed streams per epoch (the golden-ratio increment of SplitMix64).
@@ -155,110 +298,156 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     order
 }
 
-/// Loss and accuracy of `model` (without autodiff) on `split`, in fixed-shape batches.
+/// Loss and accuracy of `model` (without autodiff) on `split`, in fixed-shape batches; with
+/// `predictions`, also each image's predicted digit.
 pub fn evaluate(
     model: &Mlp,
     split: &Split,
     device: &Device,
     prefetch: usize,
-) -> Result<Metrics, TrainError> {
+) -> Result<(Metrics, Vec<u8>), TrainError> {
     let mut sums = Accumulator::default();
+    let mut predicted = Vec::with_capacity(split.len());
     let batch = EVAL_BATCH.min(split.len()).max(1);
-    let mut loader = Loader::new(
-        split.clone(),
-        (0..split.len() as u32).collect(),
-        batch,
-        device.clone(),
-        prefetch,
-    );
+    let order = (0..split.len() as u32).collect();
+    let mut loader = Loader::new(split.clone(), order, batch, device.clone(), prefetch);
     for b in loader.by_ref() {
         let logits = model.forward(b.images);
         let nll = weighted_nll_sum(logits.clone(), b.labels.clone(), b.weights.clone());
+        let argmax = logits.clone().argmax(1).into_data().convert::<i64>();
+        let argmax = argmax
+            .try_to_vec::<i64>()
+            .map_err(|e| ReadError::new(format!("{e:?}")))?;
+        predicted.extend(argmax.iter().take(b.real).map(|&d| d as u8));
         sums.add(nll, weighted_correct(logits, b.labels, b.weights), b.real);
     }
     loader.finish()?;
-    Ok(sums.finish()?)
+    Ok((sums.metrics()?, predicted))
 }
 
-/// Trains the article's model on `sets` with `config` on `device`, logging one event per
-/// epoch and one for the test result.
+/// Trains `session` on `sets` with `config` on `device` until `config.epochs` epochs are done,
+/// early stopping ends it, or `observer` stops it. Logs one event per epoch.
 pub fn train(
     config: &TrainConfig,
     sets: &Sets,
-    device: &ReadyDevice,
-) -> Result<RunResult, TrainError> {
-    let plain = device.device.clone();
-    let autodiff = plain.clone().autodiff();
-    plain.seed(config.seed);
-    let mut model = Mlp::new(&config.hidden, config.seed, &autodiff)?;
-    let mut optim = AdamConfig::new().with_epsilon(ADAM_EPSILON).init();
-    info!(
-        widths = ?model.widths(),
-        params = model.num_params(),
-        train = sets.train.len(),
-        valid = sets.valid.len(),
-        test = sets.test.len(),
-        "model and data ready"
-    );
-
-    let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
+    device: &Device,
+    prefetch: usize,
+    session: &mut Session,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, TrainError> {
+    let plain = device.clone();
+    let steps = sets.train.len().div_ceil(config.batch_size);
+    // Early stopping keeps the weights of the best epoch by validation loss.
+    let mut best_weights: Option<Mlp> = None;
+    while session.progress.epochs_done() < config.epochs {
+        let epoch = session.progress.epochs_done() + 1;
         let start = Instant::now();
         let order = epoch_order(sets.train.len(), config.seed, epoch);
-        let mut sums = Accumulator::default();
+        let (mut step, mut sums, earlier_seconds) = match session.progress.partial.take() {
+            Some(p) if p.epoch == epoch => (
+                p.steps,
+                Accumulator::from_sums(p.sums, p.count, &plain),
+                p.seconds,
+            ),
+            _ => (0, Accumulator::default(), 0.0),
+        };
+        let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
         let mut loader = Loader::new(
             sets.train.clone(),
-            order,
+            rest,
             config.batch_size,
             plain.clone(),
-            config.prefetch,
+            prefetch,
         );
+        let mut stopped = false;
         for batch in loader.by_ref() {
+            let model = session.model.clone();
             let logits = model.forward(batch.images);
             let nll = weighted_nll_sum(logits.clone(), batch.labels.clone(), batch.weights.clone());
             let loss: Tensor<1> = nll.clone().div_scalar(batch.real as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            session.model = session.optimizer.step(config.lr, model, grads);
             let correct = weighted_correct(logits.inner(), batch.labels, batch.weights);
             sums.add(nll.inner(), correct, batch.real);
+            step += 1;
+            if !observer.on_step(epoch, step, steps, &sums) {
+                stopped = step < steps;
+                break;
+            }
         }
-        loader.finish()?;
-        let train = sums.finish()?; // reads back, so the device has caught up
-        let train_seconds = start.elapsed().as_secs_f64();
+        drop(loader);
+        if stopped {
+            let (sums, count) = sums.sums()?;
+            session.progress.partial = Some(PartialEpoch {
+                epoch,
+                steps: step,
+                sums,
+                count,
+                seconds: earlier_seconds + start.elapsed().as_secs_f64(),
+            });
+            observer
+                .on_interrupt(&session.model, &session.optimizer, &session.progress)
+                .map_err(TrainError::Observer)?;
+            return Ok(Outcome::Interrupted { epoch });
+        }
+        let train = sums.metrics()?; // reads back, so the device has caught up
+        let train_seconds = earlier_seconds + start.elapsed().as_secs_f64();
         let valid = if sets.valid.is_empty() {
             None
         } else {
-            Some(evaluate(
-                &model.valid(),
-                &sets.valid,
-                &plain,
-                config.prefetch,
-            )?)
+            Some(evaluate(&session.model.valid(), &sets.valid, &plain, prefetch)?.0)
         };
         let record = EpochRecord {
             epoch,
             train,
             valid,
             train_seconds,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         };
         log_epoch(&record, config.epochs);
-        history.push(record);
+        let p = &mut session.progress;
+        let improved = match valid {
+            Some(v) if p.best_val_acc.is_none_or(|(best, _)| v.accuracy > best) => {
+                p.best_val_acc = Some((v.accuracy, epoch));
+                true
+            }
+            _ => false,
+        };
+        let mut stop_early = None;
+        if let (Some(patience), Some(v)) = (config.patience, valid) {
+            if p.best_val_loss.is_none_or(|(best, _)| v.loss < best) {
+                p.best_val_loss = Some((v.loss, epoch));
+                best_weights = Some(session.model.clone());
+            } else if let Some((_, best)) = p.best_val_loss
+                && epoch - best >= patience
+            {
+                stop_early = Some(best);
+            }
+        }
+        p.history.push(record);
+        observer
+            .on_epoch(
+                &session.model,
+                &session.optimizer,
+                &session.progress,
+                improved,
+            )
+            .map_err(TrainError::Observer)?;
+        if let Some(best) = stop_early {
+            // After a resume the best weights may predate this process: they are then in the
+            // run's best-by-validation-loss model, which the caller restores.
+            if let Some(weights) = best_weights {
+                session.model = weights;
+            }
+            info!(
+                epoch,
+                best_epoch = best,
+                "early stopping: validation loss has not improved"
+            );
+            return Ok(Outcome::EarlyStopped { epoch, best });
+        }
     }
-
-    let model = model.valid();
-    let test = evaluate(&model, &sets.test, &plain, config.prefetch)?;
-    info!(
-        test_loss = round(test.loss, 4),
-        test_acc = round(test.accuracy, 4),
-        images = test.count,
-        "test"
-    );
-    Ok(RunResult {
-        model,
-        history,
-        test,
-    })
+    Ok(Outcome::Completed)
 }
 
 fn log_epoch(r: &EpochRecord, epochs: usize) {
@@ -288,7 +477,7 @@ fn log_epoch(r: &EpochRecord, epochs: usize) {
 }
 
 /// Rounds for display in the logs (the run's records keep full precision).
-fn round(x: f64, digits: i32) -> f64 {
+pub fn round(x: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (x * scale).round() / scale
 }
@@ -308,15 +497,25 @@ mod tests {
         assert_ne!(a, epoch_order(1000, 43, 1));
     }
 
+    fn mnist(n: usize, m: usize) -> Mnist {
+        // Learnable toy data: the label is written into the image's brightness.
+        let split = |n: usize| {
+            let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+            let images = labels
+                .iter()
+                .flat_map(|&l| (0..784).map(move |p| if p % 10 == l as usize { 250 } else { 3 }))
+                .collect();
+            Split::new(images, labels).unwrap()
+        };
+        Mnist {
+            train: split(n),
+            test: split(m),
+        }
+    }
+
     #[test]
     fn sets_follow_the_split_and_limits() {
-        let split = |n: usize| {
-            Split::new(vec![0; n * 784], (0..n).map(|i| (i % 10) as u8).collect()).unwrap()
-        };
-        let mnist = Mnist {
-            train: split(100),
-            test: split(20),
-        };
+        let mnist = mnist(100, 20);
         let config = TrainConfig {
             valid_size: 30,
             train_limit: Some(50),
@@ -335,5 +534,112 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(Sets::new(&mnist, &config).is_err());
+    }
+
+    /// Stops after `at` steps in total.
+    struct StopAfter {
+        at: usize,
+        seen: usize,
+        saved: Option<(Mlp, ModuleOptimizer, Progress)>,
+    }
+
+    impl Observer for StopAfter {
+        fn on_step(&mut self, _: usize, _: usize, _: usize, _: &Accumulator) -> bool {
+            self.seen += 1;
+            self.seen < self.at
+        }
+        fn on_epoch(
+            &mut self,
+            _: &Mlp,
+            _: &ModuleOptimizer,
+            _: &Progress,
+            _: bool,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn on_interrupt(
+            &mut self,
+            m: &Mlp,
+            o: &ModuleOptimizer,
+            p: &Progress,
+        ) -> Result<(), String> {
+            self.saved = Some((m.clone(), o.clone(), p.clone()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn interrupted_and_resumed_equals_straight_through() {
+        let device = Device::flex();
+        let config = TrainConfig {
+            hidden: vec![16],
+            epochs: 3,
+            batch_size: 8,
+            valid_size: 20,
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
+        let mut straight = Session::new(&config, &device).unwrap();
+        let outcome = train(&config, &sets, &device, 0, &mut straight, &mut Quiet).unwrap();
+        assert_eq!(outcome, Outcome::Completed);
+
+        // 10 steps an epoch: stop in the middle of epoch 2, then resume from the saved state.
+        let mut first = Session::new(&config, &device).unwrap();
+        let mut stop = StopAfter {
+            at: 14,
+            seen: 0,
+            saved: None,
+        };
+        let outcome = train(&config, &sets, &device, 2, &mut first, &mut stop).unwrap();
+        assert_eq!(outcome, Outcome::Interrupted { epoch: 2 });
+        let (model, optimizer, progress) = stop.saved.unwrap();
+        assert_eq!(progress.partial.as_ref().unwrap().steps, 4);
+        let mut resumed = Session {
+            model,
+            optimizer,
+            progress,
+        };
+        train(&config, &sets, &device, 1, &mut resumed, &mut Quiet).unwrap();
+
+        assert_eq!(straight.model.parameters(), resumed.model.parameters());
+        let strip = |h: &[EpochRecord]| {
+            h.iter()
+                .map(|r| (r.epoch, r.train, r.valid))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&straight.progress.history),
+            strip(&resumed.progress.history)
+        );
+    }
+
+    #[test]
+    fn early_stopping_restores_the_best_epoch() {
+        let device = Device::flex();
+        // A learning rate so high that validation loss soon stops improving.
+        let config = TrainConfig {
+            hidden: vec![8],
+            epochs: 40,
+            batch_size: 10,
+            lr: 0.5,
+            valid_size: 20,
+            patience: Some(2),
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
+        let mut session = Session::new(&config, &device).unwrap();
+        let outcome = train(&config, &sets, &device, 0, &mut session, &mut Quiet).unwrap();
+        let Outcome::EarlyStopped { epoch, best } = outcome else {
+            panic!("expected early stopping, got {outcome:?}");
+        };
+        assert_eq!(epoch - best, 2);
+        assert_eq!(session.progress.history.len(), epoch);
+        let (v, _) = evaluate(&session.model.valid(), &sets.valid, &device, 0).unwrap();
+        let best_loss = session.progress.history[best - 1].valid.unwrap().loss;
+        assert!(
+            (v.loss - best_loss).abs() < 1e-6,
+            "{} vs {best_loss}",
+            v.loss
+        );
     }
 }

@@ -24,7 +24,9 @@ fn data_dir() -> PathBuf {
 
 fn trainer(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    // Runs without --out go to ./runs: keep them in cargo's scratch space, not the repository.
     cmd.args(args)
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .env_remove("RUST_LOG")
         .env("XDG_RUNTIME_DIR", "/tmp");
     cmd
@@ -332,4 +334,320 @@ fn help_documents_every_flag() {
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+}
+
+// ---------------------------------------------------------------- run directories (issue 3)
+
+/// Trains on a subset into `out`, returning the result line's output.
+fn train_into(out: &Path, extra: &[&str]) -> Output {
+    let dir = data_dir();
+    let mut args = vec!["train", "--backend", "ndarray", "--epochs", "3"];
+    args.extend(SUBSET);
+    args.extend(extra);
+    let out = run(trainer(&args)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--out")
+        .arg(out));
+    assert!(
+        out.status.success(),
+        "trainer failed: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 10_000,
+        "{} is only {} bytes",
+        path.display(),
+        bytes.len()
+    );
+}
+
+#[test]
+fn a_run_directory_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let out = train_into(&out_dir, &[]);
+    for f in [
+        "config.json",
+        "history.csv",
+        "history.jsonl",
+        "checkpoint.ckpt",
+        "best.model",
+        "model.model",
+        "test.json",
+        "learning_curves.svg",
+        "confusion.svg",
+    ] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    assert_png(&out_dir.join("learning_curves.png"));
+    assert_png(&out_dir.join("confusion.png"));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["recipe"]["epochs"], 3);
+    assert_eq!(config["recipe"]["seed"], 7);
+    assert_eq!(config["starts"][0]["device"]["backend"], "ndarray");
+    assert!(config["trainer_version"].is_string());
+    let csv = std::fs::read_to_string(out_dir.join("history.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+
+    // The same --out again is refused: an earlier run is never overwritten.
+    let again = run(trainer(&["--epochs", "1", "--data-dir"])
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&out_dir));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already holds a run"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // evaluate gives the run's own test result, per class, as JSON.
+    let eval = run(
+        trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"])
+            .arg(out_dir.join("model.model"))
+            .arg("--data-dir")
+            .arg(data_dir()),
+    );
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let acc = report["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((acc - result(&out, "test_acc")).abs() < 1e-4);
+    assert_eq!(report["per_class"].as_array().unwrap().len(), 10);
+    let total: u64 = report["confusion"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 2000);
+    // ... and on the other backend the model file loads and agrees.
+    let flex = run(trainer(&[
+        "evaluate",
+        "--backend",
+        "flex",
+        "--test-limit",
+        "2000",
+        "--json",
+        "--model",
+    ])
+    .arg(out_dir.join("model.model"))
+    .arg("--data-dir")
+    .arg(data_dir()));
+    let flex: serde_json::Value = serde_json::from_slice(&flex.stdout).unwrap();
+    assert_eq!(flex["metrics"]["accuracy"], report["metrics"]["accuracy"]);
+
+    // The table form names precision, recall and the confusion matrix.
+    let table = run(trainer(&["evaluate", "--test-limit", "500", "--model"])
+        .arg(out_dir.join("model.model"))
+        .arg("--data-dir")
+        .arg(data_dir()));
+    let table = text(&table.stdout);
+    assert!(
+        table.contains("precision") && table.contains("true\\pred"),
+        "{table}"
+    );
+
+    // plot redraws from the directory alone.
+    std::fs::remove_file(out_dir.join("learning_curves.png")).unwrap();
+    let plot = run(trainer(&["plot"]).arg(&out_dir));
+    assert!(plot.status.success(), "{}", text(&plot.stderr));
+    assert_png(&out_dir.join("learning_curves.png"));
+}
+
+/// Writes test image `i` as an 8-bit grayscale PNG, scaled ×3, optionally black on white.
+fn write_digit_png(pixels: &[u8], path: &Path, inverted: bool) {
+    let img = image::GrayImage::from_fn(84, 84, |x, y| {
+        let v = pixels[(y / 3 * 28 + x / 3) as usize];
+        image::Luma([if inverted { 255 - v } else { v }])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn predict_reads_digit_pictures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    train_into(&out_dir, &[]);
+    let mnist = Mnist::load(&data_dir()).unwrap();
+    let n = 30;
+    let mut files = Vec::new();
+    for i in 0..n {
+        let path = tmp.path().join(format!("digit-{i}.png"));
+        write_digit_png(mnist.test.image(i), &path, false);
+        files.push(path);
+    }
+    let inverted = tmp.path().join("inverted.png");
+    write_digit_png(mnist.test.image(0), &inverted, true);
+    let empty = tmp.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let bogus = tmp.path().join("bogus.jpg");
+    std::fs::write(&bogus, b"this is not a JPEG").unwrap();
+
+    let mut cmd = trainer(&["predict", "--json", "--model"]);
+    cmd.arg(out_dir.join("model.model"))
+        .args(&files)
+        .arg(&inverted)
+        .arg(&empty)
+        .arg(&bogus);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "two files are bad");
+    let answers: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), n + 3, "one answer per file");
+    let digit = |v: &serde_json::Value| v["digit"].as_u64();
+    let right = (0..n)
+        .filter(|&i| digit(&answers[i]) == Some(u64::from(mnist.test.labels[i])))
+        .count();
+    assert!(right >= 24, "{right} of {n} test digits right");
+    assert_eq!(
+        digit(&answers[n]),
+        digit(&answers[0]),
+        "black on white reads the same"
+    );
+    for bad in [&answers[n + 1], &answers[n + 2]] {
+        assert!(bad["error"].is_string(), "{bad}");
+    }
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("empty.png: empty file") && stderr.contains("bogus.jpg"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+/// Starts a training run and sends it SIGINT `signals` times once its first epoch is done.
+fn interrupt_run(out_dir: &Path, signals: usize) -> Output {
+    let mut args = vec![
+        "train",
+        "--backend",
+        "ndarray",
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+    ];
+    args.extend(["--valid-size", "1000", "--test-limit", "1000"]);
+    let child = trainer(&args)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let history = out_dir.join("history.jsonl");
+    let start = std::time::Instant::now();
+    while !history.is_file() {
+        assert!(start.elapsed().as_secs() < 120, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..signals {
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn history_without_times(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut()
+                .unwrap()
+                .retain(|k, _| k == "epoch" || k == "train" || k == "valid");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_then_resumed_equals_straight_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight_dir = tmp.path().join("straight");
+    let mut args = vec![
+        "train",
+        "--backend",
+        "ndarray",
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+    ];
+    args.extend(["--valid-size", "1000", "--test-limit", "1000"]);
+    let straight = run(trainer(&args)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&straight_dir));
+    assert!(straight.status.success(), "{}", text(&straight.stderr));
+
+    let dir = tmp.path().join("interrupted");
+    let stopped = interrupt_run(&dir, 1);
+    let stderr = text(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "says how to resume: {stderr}");
+    assert!(!dir.join("model.model").exists(), "stopped before the end");
+
+    let resumed = run(trainer(&["train", "--resume"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(
+        text(&resumed.stdout),
+        text(&straight.stdout),
+        "same test result"
+    );
+    assert_eq!(
+        history_without_times(&dir),
+        history_without_times(&straight_dir)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["starts"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_second_interrupt_exits_at_once_and_the_checkpoint_still_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let stopped = interrupt_run(&dir, 2);
+    assert_eq!(
+        stopped.status.code(),
+        Some(130),
+        "{}",
+        text(&stopped.stderr)
+    );
+    let resumed = run(trainer(&["train", "--resume"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files cleaned up");
 }
