@@ -251,7 +251,9 @@ pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), CheckpointE
 }
 
 /// Reads a checkpoint back into a session on `device` (a plain device: the model gets autodiff
-/// here), ready to continue training.
+/// here), ready to continue training. burn puts the optimizer state on its default device
+/// (`BURN_DEVICE`, else the GPU when wgpu is built in) and moves it at the next step; the
+/// `trainer` binary sets `BURN_DEVICE=flex` so no GPU is opened unasked.
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Session, CheckpointError> {
     #[derive(Deserialize)]
     struct Header {

@@ -7,6 +7,14 @@ use clap::{CommandFactory, FromArgMatches};
 use trainer::cli::{Cli, run};
 
 fn main() -> ExitCode {
+    // burn materialises loaded optimizer state on its default device, which is the GPU when
+    // wgpu is built in: that would open a GPU the user did not ask for (and fail lazily on a
+    // machine without one). The CPU is always there; the state moves to the training device
+    // at the next step. BURN_DEVICE is burn's own switch for this default.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: the first statement of main, before any thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     // A panic is a bug, never an answer to bad input; still, report it in one line.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (please report): {info}");

@@ -107,10 +107,19 @@ fn curves<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, history: &[EpochReco
     let loss: Pick = |r| (r.train.loss, r.valid.map(|v| v.loss));
     let acc: Pick = |r| (r.train.accuracy, r.valid.map(|v| v.accuracy));
     // Legends where the curves are not: loss falls, accuracy rises.
-    let (upper, lower) = (SeriesLabelPosition::UpperRight, SeriesLabelPosition::LowerRight);
+    let (upper, lower) = (
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerRight,
+    );
     let loss_labels = ("Loss per epoch", "loss (cross-entropy)");
     panel(&panels[0], history, loss_labels, loss, upper)?;
-    panel(&panels[1], history, ("Accuracy per epoch", "accuracy"), acc, lower)
+    panel(
+        &panels[1],
+        history,
+        ("Accuracy per epoch", "accuracy"),
+        acc,
+        lower,
+    )
 }
 
 fn panel<DB: DrawingBackend>(

@@ -273,7 +273,7 @@ fn no_gpu_is_a_clear_error() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("no usable GPU adapter") && stderr.contains("--backend ndarray"),
+        stderr.contains("no usable GPU adapter") && stderr.contains("--backend flex"),
         "{stderr}"
     );
     assert!(
@@ -557,19 +557,24 @@ fn predict_preprocessing_leaves_mnist_digits_as_they_were() {
     );
 }
 
-/// Starts a training run and sends it SIGINT `signals` times once its first epoch is done.
-fn interrupt_run(out_dir: &Path, signals: usize) -> Output {
-    let mut args = vec![
+/// The run the interrupt tests stop and resume: three epochs on a CPU backend.
+fn interruptible(backend: &str) -> Command {
+    let mut cmd = trainer(&[
         "train",
         "--backend",
-        "ndarray",
+        backend,
         "--epochs",
         "3",
         "--seed",
         "3",
-    ];
-    args.extend(["--valid-size", "1000", "--test-limit", "1000"]);
-    let child = trainer(&args)
+    ]);
+    cmd.args(["--valid-size", "1000", "--test-limit", "1000"]);
+    cmd
+}
+
+/// Starts a training run and sends it SIGINT `signals` times once its first epoch is done.
+fn interrupt_run(backend: &str, out_dir: &Path, signals: usize) -> Output {
+    let child = interruptible(backend)
         .arg("--data-dir")
         .arg(data_dir())
         .arg("--out")
@@ -610,19 +615,15 @@ fn history_without_times(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn interrupted_then_resumed_equals_straight_through() {
+    for backend in ["flex", "ndarray"] {
+        interrupted_then_resumed_equals_straight_through_on(backend);
+    }
+}
+
+fn interrupted_then_resumed_equals_straight_through_on(backend: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let straight_dir = tmp.path().join("straight");
-    let mut args = vec![
-        "train",
-        "--backend",
-        "ndarray",
-        "--epochs",
-        "3",
-        "--seed",
-        "3",
-    ];
-    args.extend(["--valid-size", "1000", "--test-limit", "1000"]);
-    let straight = run(trainer(&args)
+    let straight = run(interruptible(backend)
         .arg("--data-dir")
         .arg(data_dir())
         .arg("--out")
@@ -630,7 +631,7 @@ fn interrupted_then_resumed_equals_straight_through() {
     assert!(straight.status.success(), "{}", text(&straight.stderr));
 
     let dir = tmp.path().join("interrupted");
-    let stopped = interrupt_run(&dir, 1);
+    let stopped = interrupt_run(backend, &dir, 1);
     let stderr = text(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "says how to resume: {stderr}");
@@ -652,14 +653,19 @@ fn interrupted_then_resumed_equals_straight_through() {
     );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["starts"].as_array().unwrap().len(), 2);
+    let starts = config["starts"].as_array().unwrap();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(
+        starts[1]["device"]["backend"], backend,
+        "resumed on the run's own backend"
+    );
 }
 
 #[test]
 fn a_second_interrupt_exits_at_once_and_the_checkpoint_still_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let stopped = interrupt_run(&dir, 2);
+    let stopped = interrupt_run("flex", &dir, 2);
     assert_eq!(
         stopped.status.code(),
         Some(130),
