@@ -25,6 +25,12 @@ pub struct Batch {
     pub real: usize,
 }
 
+/// Bytes sent from host to device for one batch of `batch_size`: f32 pixels, i64 labels,
+/// f32 weights.
+pub fn upload_bytes(batch_size: usize) -> usize {
+    batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
+}
+
 /// Builds the batch of images `indices` (at most `batch_size` of them) on `device`.
 pub fn make_batch(split: &Split, indices: &[u32], batch_size: usize, device: &Device) -> Batch {
     let mut pixels = vec![0f32; batch_size * IMAGE_PIXELS];

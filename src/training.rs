@@ -11,10 +11,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::data::{DataError, Mnist, Split};
-use crate::loader::{Loader, LoaderError};
+use crate::loader::{Loader, LoaderError, upload_bytes};
 use crate::metrics::{Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum};
 use crate::model::{Mlp, ModelError};
 
@@ -337,6 +337,7 @@ pub fn train(
 ) -> Result<Outcome, TrainError> {
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
+    debug!(bytes_per_step = upload_bytes(config.batch_size), "loader");
     // Early stopping keeps the weights of the best epoch by validation loss.
     let mut best_weights: Option<Mlp> = None;
     while session.progress.epochs_done() < config.epochs {
@@ -425,6 +426,9 @@ pub fn train(
             }
         }
         p.history.push(record);
+        if let Some(rss_mb) = resident_mb() {
+            debug!(epoch, rss_mb = round(rss_mb, 1), "memory");
+        }
         observer
             .on_epoch(
                 &session.model,
@@ -474,6 +478,14 @@ fn log_epoch(r: &EpochRecord, epochs: usize) {
             "epoch"
         ),
     }
+}
+
+/// This process's resident memory in MB, where the system tells it (Linux: /proc).
+fn resident_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Rounds for display in the logs (the run's records keep full precision).
