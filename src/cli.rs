@@ -15,13 +15,17 @@ use tracing::{info, warn};
 use crate::backend::{self, BackendError, BackendKind, DeviceRequest, ReadyDevice, WgpuApi};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{DataError, IMAGE_PIXELS, Mnist, default_data_dir};
+use crate::gather::GatherMethod;
+use crate::loader::Assembler;
 use crate::logging::{self, LogError, LogFormat, LogOptions};
 use crate::metrics::Accumulator;
 use crate::model::Mlp;
 use crate::plot::{self, PlotError};
 use crate::predict::{self, ImageError};
 use crate::report::{self, ReportError, RunConfig, RunDir, Start, TestReport};
-use crate::training::{self, Observer, Outcome, Progress, Session, Sets, TrainConfig, TrainError};
+use crate::training::{
+    self, Feed, Observer, Outcome, Progress, Session, Sets, TrainConfig, TrainError,
+};
 
 /// Train the article's MNIST digit classifier (784-30-10-10 MLP, Adam, 30 epochs) on a GPU
 /// through wgpu or on the CPU, and keep what a run makes: checkpoints, history, plots, models.
@@ -178,6 +182,19 @@ pub struct TrainArgs {
     /// Batches the loader prepares ahead of the training step on its own thread (0: none)
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub prefetch: usize,
+
+    /// How batches reach a wgpu device: the data resident there, gathered by the WGSL kernel or by burn's ops, or gathered on the host and uploaded every step (CPU backends always use the host)
+    #[arg(long, value_enum, default_value_t = GatherMethod::Kernel)]
+    pub gather: GatherMethod,
+}
+
+impl TrainArgs {
+    fn feed(&self) -> Feed {
+        Feed {
+            prefetch: self.prefetch,
+            gather: self.gather,
+        }
+    }
 }
 
 /// `trainer evaluate`.
@@ -504,7 +521,7 @@ fn train(args: &TrainArgs, log: &LogArgs, epochs_given: bool) -> Result<String, 
         &config,
         &sets,
         &device.device,
-        args.prefetch,
+        &args.feed(),
         &mut session,
         &mut keeper,
     );
@@ -528,8 +545,8 @@ fn train(args: &TrainArgs, log: &LogArgs, epochs_given: bool) -> Result<String, 
 
     let model = session.model.valid();
     checkpoint::save_model(&model, &run.final_model())?;
-    let (metrics, predicted) =
-        training::evaluate(&model, &sets.test, &device.device, args.prefetch)?;
+    let test_data = args.feed().assembler(&sets.test, &device.device);
+    let (metrics, predicted) = training::evaluate(&model, &test_data, args.prefetch)?;
     let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
     run.write_test(&test)?;
     info!(
@@ -678,7 +695,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
     };
     let device = init_device(&args.device, DEFAULT_BACKEND)?;
     let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
-    let (metrics, predicted) = training::evaluate(&model, &test, &device.device, 2)?;
+    let data = Assembler::Host {
+        split: test.clone(),
+        device: device.device.clone(),
+    };
+    let (metrics, predicted) = training::evaluate(&model, &data, 2)?;
     let report = TestReport::new(&args.model, metrics, &test.labels, &predicted);
     Ok(if args.json {
         serde_json::to_string(&report).unwrap_or_default()

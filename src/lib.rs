@@ -8,6 +8,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod gather;
 pub mod loader;
 pub mod logging;
 pub mod metrics;

@@ -1,16 +1,20 @@
 //! Streaming batches to the device: gather images in a given order, scale pixels to [0, 1],
 //! upload — on a background thread that works `ahead` batches in front of the training step.
+//! With the split resident on a GPU (`gather.rs`), the device gathers and the host only sends
+//! each batch's image numbers; the GPU's queue is then what runs ahead.
 //!
 //! Every batch has exactly `batch_size` rows, so tensor shapes never change (a GPU never
 //! recompiles kernels for a short last batch): the rows past the end of the data are zeros
 //! with weight 0.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{IMAGE_PIXELS, Split};
+use crate::gather::Resident;
 
 /// One batch on the device.
 #[derive(Debug, Clone)]
@@ -23,12 +27,6 @@ pub struct Batch {
     pub weights: Tensor<1>,
     /// Number of real rows.
     pub real: usize,
-}
-
-/// Bytes sent from host to device for one batch of `batch_size`: f32 pixels, i64 labels,
-/// f32 weights.
-pub fn upload_bytes(batch_size: usize) -> usize {
-    batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
 }
 
 /// Builds the batch of images `indices` (at most `batch_size` of them) on `device`.
@@ -53,6 +51,53 @@ pub fn make_batch(split: &Split, indices: &[u32], batch_size: usize, device: &De
     }
 }
 
+/// Where batches are put together.
+#[derive(Debug, Clone)]
+pub enum Assembler {
+    /// On the host: gathered, scaled and uploaded, every batch.
+    Host {
+        /// The images.
+        split: Split,
+        /// Where the batches go.
+        device: Device,
+    },
+    /// On the device, from a split resident there.
+    Resident(Arc<Resident>),
+}
+
+impl Assembler {
+    /// The batch of images `indices`, padded to `batch_size` rows.
+    pub fn batch(&self, indices: &[u32], batch_size: usize) -> Batch {
+        match self {
+            Self::Host { split, device } => make_batch(split, indices, batch_size, device),
+            Self::Resident(resident) => resident.batch(indices, batch_size),
+        }
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Host { split, .. } => split.len(),
+            Self::Resident(resident) => resident.len(),
+        }
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes sent from host to device per batch of `batch_size`.
+    pub fn upload_bytes(&self, batch_size: usize) -> usize {
+        match self {
+            Self::Host { .. } => {
+                batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
+            }
+            Self::Resident(_) => batch_size * size_of::<u32>(),
+        }
+    }
+}
+
 /// The batches of one pass over a split, in `order`, produced ahead of their use.
 pub struct Loader {
     source: Source,
@@ -64,12 +109,11 @@ enum Source {
         rx: Option<Receiver<Batch>>,
         handle: Option<JoinHandle<()>>,
     },
-    /// Batches built on the consumer's thread when it asks (`ahead` = 0).
+    /// Batches built on the consumer's thread when it asks (`ahead` = 0, or resident data).
     Inline {
-        split: Split,
+        assembler: Assembler,
         order: Vec<u32>,
         batch_size: usize,
-        device: Device,
         next: usize,
     },
 }
@@ -80,22 +124,17 @@ enum Source {
 pub struct LoaderError(String);
 
 impl Loader {
-    /// Starts a pass over `split` in `order`, in batches of `batch_size`, built `ahead` batches in
-    /// advance on a background thread (`ahead` = 0: built on demand on the caller's thread).
-    pub fn new(
-        split: Split,
-        order: Vec<u32>,
-        batch_size: usize,
-        device: Device,
-        ahead: usize,
-    ) -> Self {
-        if ahead == 0 {
+    /// Starts a pass in `order`, in batches of `batch_size`, built `ahead` batches in advance on
+    /// a background thread (`ahead` = 0: built on demand on the caller's thread). Batches
+    /// from resident data are always built on demand: their host work is one small upload,
+    /// and the device queues the gather ahead of the step by itself.
+    pub fn new(assembler: Assembler, order: Vec<u32>, batch_size: usize, ahead: usize) -> Self {
+        if ahead == 0 || matches!(assembler, Assembler::Resident(_)) {
             return Self {
                 source: Source::Inline {
-                    split,
+                    assembler,
                     order,
                     batch_size,
-                    device,
                     next: 0,
                 },
             };
@@ -105,10 +144,7 @@ impl Loader {
             .name("trainer-loader".into())
             .spawn(move || {
                 for chunk in order.chunks(batch_size) {
-                    if tx
-                        .send(make_batch(&split, chunk, batch_size, &device))
-                        .is_err()
-                    {
+                    if tx.send(assembler.batch(chunk, batch_size)).is_err() {
                         return; // the consumer stopped early
                     }
                 }
@@ -145,15 +181,14 @@ impl Iterator for Loader {
         match &mut self.source {
             Source::Thread { rx, .. } => rx.as_ref()?.recv().ok(),
             Source::Inline {
-                split,
+                assembler,
                 order,
                 batch_size,
-                device,
                 next,
             } => {
                 let chunk = order.get(*next..)?.chunks(*batch_size).next()?;
                 *next += chunk.len();
-                Some(make_batch(split, chunk, *batch_size, device))
+                Some(assembler.batch(chunk, *batch_size))
             }
         }
     }
@@ -192,8 +227,11 @@ mod tests {
     type HostBatch = (Vec<f32>, Vec<i64>, Vec<f32>, usize);
 
     fn batches(ahead: usize) -> Vec<HostBatch> {
-        let device = Device::flex();
-        let mut loader = Loader::new(split(5), vec![4, 0, 3, 1, 2], 2, device, ahead);
+        let host = Assembler::Host {
+            split: split(5),
+            device: Device::flex(),
+        };
+        let mut loader = Loader::new(host, vec![4, 0, 3, 1, 2], 2, ahead);
         let out = loader
             .by_ref()
             .map(|b| {
@@ -240,7 +278,11 @@ mod tests {
 
     #[test]
     fn dropping_a_loader_mid_pass_stops_its_thread() {
-        let mut loader = Loader::new(split(50), (0..50).collect(), 1, Device::flex(), 1);
+        let host = Assembler::Host {
+            split: split(50),
+            device: Device::flex(),
+        };
+        let mut loader = Loader::new(host, (0..50).collect(), 1, 1);
         assert!(loader.next().is_some());
         drop(loader); // must not hang
     }

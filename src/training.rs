@@ -2,6 +2,7 @@
 //! mini-batches, validation after every epoch), with early stopping, and a state that can be
 //! saved at any batch boundary and resumed bit for bit.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use crate::data::{DataError, Mnist, Split};
-use crate::loader::{Loader, LoaderError, upload_bytes};
+use crate::gather::{GatherError, GatherMethod, Resident};
+use crate::loader::{Assembler, Loader, LoaderError};
 use crate::metrics::{Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum};
 use crate::model::{Mlp, ModelError};
 
@@ -298,19 +300,45 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     order
 }
 
-/// Loss and accuracy of `model` (without autodiff) on `split`, in fixed-shape batches; with
-/// `predictions`, also each image's predicted digit.
+/// How batches reach the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feed {
+    /// Batches the loader thread prepares ahead of the step (host gathering only).
+    pub prefetch: usize,
+    /// How a wgpu device gets its batches; CPU backends always gather on the host.
+    pub gather: GatherMethod,
+}
+
+impl Feed {
+    /// Where `split`'s batches for `device` are put together: resident on a wgpu device
+    /// (uploaded here, once) unless the feed says host; on the host otherwise.
+    pub fn assembler(&self, split: &Split, device: &Device) -> Assembler {
+        let host = || Assembler::Host {
+            split: split.clone(),
+            device: device.clone(),
+        };
+        if self.gather == GatherMethod::Host || split.is_empty() {
+            return host();
+        }
+        match Resident::upload(split, device, self.gather) {
+            Ok(resident) => Assembler::Resident(Arc::new(resident)),
+            Err(GatherError::NotWgpu) => host(),
+        }
+    }
+}
+
+/// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
+/// batches, and each image's predicted digit.
 pub fn evaluate(
     model: &Mlp,
-    split: &Split,
-    device: &Device,
+    data: &Assembler,
     prefetch: usize,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
     let mut sums = Accumulator::default();
-    let mut predicted = Vec::with_capacity(split.len());
-    let batch = EVAL_BATCH.min(split.len()).max(1);
-    let order = (0..split.len() as u32).collect();
-    let mut loader = Loader::new(split.clone(), order, batch, device.clone(), prefetch);
+    let mut predicted = Vec::with_capacity(data.len());
+    let batch = EVAL_BATCH.min(data.len()).max(1);
+    let order = (0..data.len() as u32).collect();
+    let mut loader = Loader::new(data.clone(), order, batch, prefetch);
     for b in loader.by_ref() {
         let logits = model.forward(b.images);
         let nll = weighted_nll_sum(logits.clone(), b.labels.clone(), b.weights.clone());
@@ -331,13 +359,19 @@ pub fn train(
     config: &TrainConfig,
     sets: &Sets,
     device: &Device,
-    prefetch: usize,
+    feed: &Feed,
     session: &mut Session,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, TrainError> {
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
-    debug!(bytes_per_step = upload_bytes(config.batch_size), "loader");
+    let train_data = feed.assembler(&sets.train, device);
+    let valid_data = feed.assembler(&sets.valid, device);
+    debug!(
+        bytes_per_step = train_data.upload_bytes(config.batch_size),
+        resident = matches!(train_data, Assembler::Resident(_)),
+        "loader"
+    );
     // Early stopping keeps the weights of the best epoch by validation loss.
     let mut best_weights: Option<Mlp> = None;
     while session.progress.epochs_done() < config.epochs {
@@ -353,13 +387,7 @@ pub fn train(
             _ => (0, Accumulator::default(), 0.0),
         };
         let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
-        let mut loader = Loader::new(
-            sets.train.clone(),
-            rest,
-            config.batch_size,
-            plain.clone(),
-            prefetch,
-        );
+        let mut loader = Loader::new(train_data.clone(), rest, config.batch_size, feed.prefetch);
         let mut stopped = false;
         for batch in loader.by_ref() {
             let model = session.model.clone();
@@ -393,10 +421,10 @@ pub fn train(
         }
         let train = sums.metrics()?; // reads back, so the device has caught up
         let train_seconds = earlier_seconds + start.elapsed().as_secs_f64();
-        let valid = if sets.valid.is_empty() {
+        let valid = if valid_data.is_empty() {
             None
         } else {
-            Some(evaluate(&session.model.valid(), &sets.valid, &plain, prefetch)?.0)
+            Some(evaluate(&session.model.valid(), &valid_data, feed.prefetch)?.0)
         };
         let record = EpochRecord {
             epoch,
@@ -498,6 +526,13 @@ pub fn round(x: f64, digits: i32) -> f64 {
 mod tests {
     use super::*;
 
+    fn feed(prefetch: usize) -> Feed {
+        Feed {
+            prefetch,
+            gather: GatherMethod::Host,
+        }
+    }
+
     #[test]
     fn epoch_order_is_a_seeded_permutation() {
         let a = epoch_order(1000, 42, 1);
@@ -592,7 +627,7 @@ mod tests {
         };
         let sets = Sets::new(&mnist(100, 10), &config).unwrap();
         let mut straight = Session::new(&config, &device).unwrap();
-        let outcome = train(&config, &sets, &device, 0, &mut straight, &mut Quiet).unwrap();
+        let outcome = train(&config, &sets, &device, &feed(0), &mut straight, &mut Quiet).unwrap();
         assert_eq!(outcome, Outcome::Completed);
 
         // 10 steps an epoch: stop in the middle of epoch 2, then resume from the saved state.
@@ -602,7 +637,7 @@ mod tests {
             seen: 0,
             saved: None,
         };
-        let outcome = train(&config, &sets, &device, 2, &mut first, &mut stop).unwrap();
+        let outcome = train(&config, &sets, &device, &feed(2), &mut first, &mut stop).unwrap();
         assert_eq!(outcome, Outcome::Interrupted { epoch: 2 });
         let (model, optimizer, progress) = stop.saved.unwrap();
         assert_eq!(progress.partial.as_ref().unwrap().steps, 4);
@@ -611,7 +646,7 @@ mod tests {
             optimizer,
             progress,
         };
-        train(&config, &sets, &device, 1, &mut resumed, &mut Quiet).unwrap();
+        train(&config, &sets, &device, &feed(1), &mut resumed, &mut Quiet).unwrap();
 
         assert_eq!(straight.model.parameters(), resumed.model.parameters());
         let strip = |h: &[EpochRecord]| {
@@ -640,13 +675,18 @@ mod tests {
         };
         let sets = Sets::new(&mnist(100, 10), &config).unwrap();
         let mut session = Session::new(&config, &device).unwrap();
-        let outcome = train(&config, &sets, &device, 0, &mut session, &mut Quiet).unwrap();
+        let outcome = train(&config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
         let Outcome::EarlyStopped { epoch, best } = outcome else {
             panic!("expected early stopping, got {outcome:?}");
         };
         assert_eq!(epoch - best, 2);
         assert_eq!(session.progress.history.len(), epoch);
-        let (v, _) = evaluate(&session.model.valid(), &sets.valid, &device, 0).unwrap();
+        let (v, _) = evaluate(
+            &session.model.valid(),
+            &feed(0).assembler(&sets.valid, &device),
+            0,
+        )
+        .unwrap();
         let best_loss = session.progress.history[best - 1].valid.unwrap().loss;
         assert!(
             (v.loss - best_loss).abs() < 1e-6,

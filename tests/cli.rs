@@ -112,11 +112,88 @@ fn vulkan_present() -> bool {
         .any(|e| e.is_ok())
 }
 
-#[test]
-fn learns_on_wgpu_and_agrees_with_the_cpu() {
+/// Whether to run the wgpu tests: a Vulkan driver is there, or CI requires them (and they
+/// then fail without one rather than skip).
+fn wgpu_tests_run() -> bool {
     let required = std::env::var_os("TRAINER_REQUIRE_WGPU").is_some();
     if !vulkan_present() && !required {
         eprintln!("SKIPPED: no Vulkan driver here (set TRAINER_REQUIRE_WGPU=1 to make this fail)");
+        return false;
+    }
+    true
+}
+
+/// A batch read back to the host: pixels, labels, weights.
+fn host_batch(batch: trainer::loader::Batch) -> (Vec<f32>, Vec<i64>, Vec<f32>) {
+    (
+        batch
+            .images
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        batch
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap(),
+        batch
+            .weights
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    )
+}
+
+/// The WGSL gather kernel and burn's ops, over the split resident on the GPU, give the same
+/// bits as gathering and scaling on the host, padding rows of a short batch included.
+#[test]
+fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
+    use trainer::gather::GatherMethod;
+    use trainer::loader::Assembler;
+    use trainer::training::Feed;
+
+    if !wgpu_tests_run() {
+        return;
+    }
+    let mnist = Mnist::load(&data_dir()).unwrap();
+    let split = mnist.test.slice(0..1000);
+    let request = trainer::backend::DeviceRequest {
+        backend: trainer::backend::BackendKind::Wgpu,
+        api: trainer::backend::WgpuApi::Vulkan,
+        index: None,
+    };
+    let gpu = trainer::backend::init(request).unwrap().device;
+    let host = Assembler::Host {
+        split: split.clone(),
+        device: gpu.clone(),
+    };
+    // A full batch in a scattered order, then a short one that needs padding.
+    let full: Vec<u32> = (0..64).map(|i| (i * 397 + 11) % 1000).collect();
+    let short = [999, 0, 500];
+    for gather in [GatherMethod::Kernel, GatherMethod::Ops] {
+        let feed = Feed {
+            prefetch: 0,
+            gather,
+        };
+        let resident = feed.assembler(&split, &gpu);
+        assert!(matches!(resident, Assembler::Resident(_)), "{gather:?}");
+        for indices in [&full[..], &short[..]] {
+            let want = host_batch(host.batch(indices, 64));
+            let got = host_batch(resident.batch(indices, 64));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&got.0) == bits(&want.0), "{gather:?}: pixels differ");
+            assert_eq!(got.1, want.1, "{gather:?}: labels");
+            assert_eq!(got.2, want.2, "{gather:?}: weights");
+        }
+    }
+}
+
+#[test]
+fn learns_on_wgpu_and_agrees_with_the_cpu() {
+    if !wgpu_tests_run() {
         return;
     }
     let gpu = train_subset("wgpu", "2", &[]);
