@@ -207,47 +207,39 @@ impl Default for Progress {
 pub trait Observer {
     /// Called after every training step; return `false` to stop at this batch boundary.
     /// `sums` holds the epoch's running sums (reading them syncs the device: do it rarely).
-    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &Accumulator) -> bool;
+    /// By default: go on.
+    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _sums: &Accumulator) -> bool {
+        true
+    }
 
     /// Called after every epoch, with the state a checkpoint needs.
-    /// `improved` is true when the epoch set a new best validation accuracy.
+    /// `improved` is true when the epoch set a new best validation accuracy. By default: nothing.
     fn on_epoch(
         &mut self,
-        model: &Mlp,
-        optimizer: &ModuleOptimizer,
-        progress: &Progress,
-        improved: bool,
-    ) -> Result<(), String>;
+        _model: &Mlp,
+        _optimizer: &ModuleOptimizer,
+        _progress: &Progress,
+        _improved: bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Called when a step-level stop leaves an epoch unfinished, with the state to save.
+    /// By default: nothing.
     fn on_interrupt(
         &mut self,
-        model: &Mlp,
-        optimizer: &ModuleOptimizer,
-        progress: &Progress,
-    ) -> Result<(), String>;
+        _model: &Mlp,
+        _optimizer: &ModuleOptimizer,
+        _progress: &Progress,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An observer that does nothing (tests, quick runs).
 pub struct Quiet;
 
-impl Observer for Quiet {
-    fn on_step(&mut self, _: usize, _: usize, _: usize, _: &Accumulator) -> bool {
-        true
-    }
-    fn on_epoch(
-        &mut self,
-        _: &Mlp,
-        _: &ModuleOptimizer,
-        _: &Progress,
-        _: bool,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-    fn on_interrupt(&mut self, _: &Mlp, _: &ModuleOptimizer, _: &Progress) -> Result<(), String> {
-        Ok(())
-    }
-}
+impl Observer for Quiet {}
 
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -594,15 +586,6 @@ mod tests {
         fn on_step(&mut self, _: usize, _: usize, _: usize, _: &Accumulator) -> bool {
             self.seen += 1;
             self.seen < self.at
-        }
-        fn on_epoch(
-            &mut self,
-            _: &Mlp,
-            _: &ModuleOptimizer,
-            _: &Progress,
-            _: bool,
-        ) -> Result<(), String> {
-            Ok(())
         }
         fn on_interrupt(
             &mut self,
