@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, warn};
 
@@ -32,7 +32,7 @@ use crate::training::{
 ///
 /// Without a subcommand, `trainer` trains: `trainer --backend wgpu` is `trainer train --backend wgpu`.
 #[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version, about)]
 pub struct Cli {
     /// What to do (default: train).
     #[command(subcommand)]
@@ -45,6 +45,29 @@ pub struct Cli {
     /// Logging flags, for every command.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Refuses training flags written before a subcommand (`trainer --epochs 3 plot DIR`): they
+/// would be silently ignored. Logging flags (`-v`, `-q`, `--log-*`) may go anywhere.
+pub fn check_flag_placement(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let Some((sub, _)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let training = TrainArgs::augment_args(clap::Command::new("train"));
+    for arg in training.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches.value_source(id) == Some(ValueSource::CommandLine) {
+            let flag = arg
+                .get_long()
+                .map_or_else(|| id.to_string(), |l| format!("--{l}"));
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} before the subcommand would be ignored: write `trainer {sub} {flag} ...`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The subcommands.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
-use trainer::cli::{Cli, run};
+use trainer::cli::{Cli, check_flag_placement, run};
 
 fn main() -> ExitCode {
     // burn materialises loaded optimizer state on its default device, which is the GPU when
@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         eprintln!("error: internal error (please report): {info}");
     }));
     let matches = Cli::command().get_matches();
+    if let Err(e) = check_flag_placement(&matches) {
+        e.exit();
+    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -371,6 +371,8 @@ fn bad_flags_are_refused_by_name() {
         (&["--lr=-1"][..], "--lr"),
         (&["--backend", "cuda"][..], "--backend"),
         (&["--hidden", "30,x"][..], "--hidden"),
+        // A training flag before a subcommand would be ignored: refused instead.
+        (&["--epochs", "3", "plot", "runs/x"][..], "--epochs"),
     ] {
         let out = run(&mut trainer(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -380,6 +382,10 @@ fn bad_flags_are_refused_by_name() {
             text(&out.stderr)
         );
     }
+    // Logging flags go anywhere: before the subcommand they reach it.
+    let out = run(&mut trainer(&["-q", "plot", "no-such-run"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-run"));
     let out = run(&mut trainer(&["--hidden", "30,0"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
