@@ -17,7 +17,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Mlp;
+use crate::model::{Architecture, Model};
 use crate::training::{Progress, Session, optimizer};
 
 const MODEL_MAGIC: &[u8; 8] = b"TRNRMDL1";
@@ -154,9 +154,9 @@ fn decode<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<(&'a [u8], Vec<&'a [u8
 /// What a model file says about its model, enough to rebuild it before loading the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelHeader {
-    /// Architecture: `"mlp"`.
-    pub architecture: String,
-    /// Hidden layer widths.
+    /// Which network: `"mlp"` or `"cnn"`.
+    pub architecture: Architecture,
+    /// The MLP's hidden layer widths (empty for the CNN).
     pub hidden: Vec<usize>,
     /// The version of `trainer` that wrote the file.
     pub trainer_version: String,
@@ -164,22 +164,23 @@ pub struct ModelHeader {
 
 impl ModelHeader {
     /// The header of `model`.
-    pub fn of(model: &Mlp) -> Self {
-        let widths = model.widths();
+    pub fn of(model: &Model) -> Self {
         Self {
-            architecture: "mlp".into(),
-            hidden: widths[1..widths.len() - 1].to_vec(),
+            architecture: model.architecture(),
+            hidden: model.hidden(),
             trainer_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 }
 
-fn model_bytes(model: &Mlp, path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| corrupt(path, format!("serialising the model: {e}")))?;
+/// The weights of the network inside `model` (the variant's own record, so an MLP file reads
+/// the same as before the CNN existed).
+fn model_bytes(model: &Model, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let bytes = match model {
+        Model::Mlp(m) => m.clone().into_record().into_bytes(),
+        Model::Cnn(c) => c.clone().into_record().into_bytes(),
+    }
+    .map_err(|e| corrupt(path, format!("serialising the model: {e}")))?;
     Ok(bytes.to_vec())
 }
 
@@ -188,17 +189,16 @@ fn load_weights(
     weights: &[u8],
     device: &Device,
     path: &Path,
-) -> Result<Mlp, CheckpointError> {
-    if header.architecture != "mlp" {
-        return Err(corrupt(
-            path,
-            format!("unknown architecture {:?}", header.architecture),
-        ));
-    }
-    let blank = Mlp::new(&header.hidden, 0, device).map_err(|e| corrupt(path, e.to_string()))?;
+) -> Result<Model, CheckpointError> {
+    let blank = Model::new(header.architecture, &header.hidden, 0, device)
+        .map_err(|e| corrupt(path, e.to_string()))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec()))
         .map_err(|e| corrupt(path, format!("model weights: {e}")))?;
-    blank.try_load_record(record).map_err(|e| {
+    let loaded = match blank {
+        Model::Mlp(m) => m.try_load_record(record).map(Model::Mlp),
+        Model::Cnn(c) => c.try_load_record(record).map(Model::Cnn),
+    };
+    loaded.map_err(|e| {
         corrupt(
             path,
             format!("model weights do not fit the architecture: {e}"),
@@ -207,7 +207,7 @@ fn load_weights(
 }
 
 /// Saves `model` (architecture and weights) to `path`, atomically.
-pub fn save_model(model: &Mlp, path: &Path) -> Result<(), CheckpointError> {
+pub fn save_model(model: &Model, path: &Path) -> Result<(), CheckpointError> {
     let header =
         serde_json::to_vec(&ModelHeader::of(model)).map_err(|e| corrupt(path, e.to_string()))?;
     let weights = model_bytes(model, path)?;
@@ -215,7 +215,7 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<(), CheckpointError> {
 }
 
 /// Loads a model file onto `device` (any backend: the weights are backend-neutral).
-pub fn load_model(path: &Path, device: &Device) -> Result<(Mlp, ModelHeader), CheckpointError> {
+pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelHeader), CheckpointError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let (header, sections) = decode(MODEL_MAGIC, &bytes).map_err(|p| corrupt(path, p))?;
     let header: ModelHeader =
@@ -309,15 +309,20 @@ mod tests {
     fn model_file_round_trips() {
         let device = Device::flex();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.model");
-        let model = Mlp::new(&[12, 7], 3, &device).unwrap();
-        save_model(&model, &path).unwrap();
-        let (loaded, header) = load_model(&path, &device).unwrap();
-        assert_eq!(header.hidden, vec![12, 7]);
-        let x = Tensor::<2>::ones([2, 784], &device);
-        let a = model.forward(x.clone()).into_data();
-        let b = loaded.forward(x).into_data();
-        assert_eq!(a, b);
+        for (architecture, hidden) in [
+            (Architecture::Mlp, vec![12, 7]),
+            (Architecture::Cnn, vec![]),
+        ] {
+            let path = dir.path().join("m.model");
+            let model = Model::new(architecture, &hidden, 3, &device).unwrap();
+            save_model(&model, &path).unwrap();
+            let (loaded, header) = load_model(&path, &device).unwrap();
+            assert_eq!((header.architecture, header.hidden), (architecture, hidden));
+            let x = Tensor::<2>::ones([2, 784], &device);
+            let a = model.forward(x.clone()).into_data();
+            let b = loaded.forward(x).into_data();
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use trainer::cli::{Cli, check_flag_placement, run};
 
@@ -27,10 +26,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    // Whether --epochs was typed (a resumed run keeps its own otherwise).
-    let sub = matches.subcommand_matches("train").unwrap_or(&matches);
-    let epochs_given = sub.value_source("epochs") == Some(ValueSource::CommandLine);
-    match run(cli, epochs_given) {
+    match run(cli) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

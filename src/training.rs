@@ -18,7 +18,7 @@ use crate::data::{DataError, Mnist, Split};
 use crate::gather::{GatherError, GatherMethod, Resident};
 use crate::loader::{Assembler, Loader, LoaderError};
 use crate::metrics::{Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum};
-use crate::model::{Mlp, ModelError};
+use crate::model::{Architecture, Model, ModelError};
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.
 pub const EVAL_BATCH: usize = 1000;
@@ -26,14 +26,20 @@ pub const EVAL_BATCH: usize = 1000;
 /// The recipe: everything that decides what is trained and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// Hidden layer widths (`[30, 10]` in the article).
+    /// Which network (the article's MLP by default).
+    #[serde(default)]
+    pub model: Architecture,
+    /// The MLP's hidden layer widths (`[30, 10]` in the article).
     pub hidden: Vec<usize>,
     /// Passes over the training set.
     pub epochs: usize,
     /// Images per training step.
     pub batch_size: usize,
-    /// Adam's learning rate.
+    /// Adam's learning rate (the peak, with a schedule).
     pub lr: f64,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Seed for the initial weights and the shuffles.
     pub seed: u64,
     /// Images at the end of the training file kept for validation.
@@ -47,14 +53,40 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
 }
 
+/// How the learning rate changes over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The same rate throughout (the article)
+    #[default]
+    Constant,
+    /// Cosine decay from --lr to 0 over all the run's steps
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate for step `step` (0-based, counted over the whole run) of `total`.
+    pub fn rate(self, lr: f64, step: usize, total: usize) -> f64 {
+        match self {
+            Self::Constant => lr,
+            Self::Cosine => {
+                let progress = step as f64 / total.max(1) as f64;
+                0.5 * lr * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+            }
+        }
+    }
+}
+
 impl Default for TrainConfig {
     /// The article's recipe, as Keras runs it.
     fn default() -> Self {
         Self {
+            model: Architecture::Mlp,
             hidden: vec![30, 10],
             epochs: 30,
             batch_size: 32,
             lr: 1e-3,
+            schedule: Schedule::Constant,
             seed: 42,
             valid_size: 5000,
             train_limit: None,
@@ -216,7 +248,7 @@ pub trait Observer {
     /// `improved` is true when the epoch set a new best validation accuracy. By default: nothing.
     fn on_epoch(
         &mut self,
-        _model: &Mlp,
+        _model: &Model,
         _optimizer: &ModuleOptimizer,
         _progress: &Progress,
         _improved: bool,
@@ -228,7 +260,7 @@ pub trait Observer {
     /// By default: nothing.
     fn on_interrupt(
         &mut self,
-        _model: &Mlp,
+        _model: &Model,
         _optimizer: &ModuleOptimizer,
         _progress: &Progress,
     ) -> Result<(), String> {
@@ -263,7 +295,7 @@ pub enum Outcome {
 /// A model being trained: weights (with autodiff), optimizer state and progress.
 pub struct Session {
     /// The model, on the autodiff device.
-    pub model: Mlp,
+    pub model: Model,
     /// Adam's state.
     pub optimizer: ModuleOptimizer,
     /// Where training stands.
@@ -273,7 +305,12 @@ pub struct Session {
 impl Session {
     /// A new model for `config` on `device` (a plain device; autodiff is added here).
     pub fn new(config: &TrainConfig, device: &Device) -> Result<Self, ModelError> {
-        let model = Mlp::new(&config.hidden, config.seed, &device.clone().autodiff())?;
+        let model = Model::new(
+            config.model,
+            &config.hidden,
+            config.seed,
+            &device.clone().autodiff(),
+        )?;
         Ok(Self {
             model,
             optimizer: optimizer(),
@@ -322,7 +359,7 @@ impl Feed {
 /// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
 /// batches, and each image's predicted digit.
 pub fn evaluate(
-    model: &Mlp,
+    model: &Model,
     data: &Assembler,
     prefetch: usize,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
@@ -365,7 +402,7 @@ pub fn train(
         "loader"
     );
     // Early stopping keeps the weights of the best epoch by validation loss.
-    let mut best_weights: Option<Mlp> = None;
+    let mut best_weights: Option<Model> = None;
     while session.progress.epochs_done() < config.epochs {
         let epoch = session.progress.epochs_done() + 1;
         let start = Instant::now();
@@ -387,7 +424,11 @@ pub fn train(
             let nll = weighted_nll_sum(logits.clone(), batch.labels.clone(), batch.weights.clone());
             let loss: Tensor<1> = nll.clone().div_scalar(batch.real as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            session.model = session.optimizer.step(config.lr, model, grads);
+            let lr =
+                config
+                    .schedule
+                    .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps);
+            session.model = session.optimizer.step(lr, model, grads);
             let correct = weighted_correct(logits.inner(), batch.labels, batch.weights);
             sums.add(nll.inner(), correct, batch.real);
             step += 1;
@@ -579,7 +620,7 @@ mod tests {
     struct StopAfter {
         at: usize,
         seen: usize,
-        saved: Option<(Mlp, ModuleOptimizer, Progress)>,
+        saved: Option<(Model, ModuleOptimizer, Progress)>,
     }
 
     impl Observer for StopAfter {
@@ -589,13 +630,23 @@ mod tests {
         }
         fn on_interrupt(
             &mut self,
-            m: &Mlp,
+            m: &Model,
             o: &ModuleOptimizer,
             p: &Progress,
         ) -> Result<(), String> {
             self.saved = Some((m.clone(), o.clone(), p.clone()));
             Ok(())
         }
+    }
+
+    #[test]
+    fn cosine_schedule_decays_from_the_rate_to_zero() {
+        let s = Schedule::Cosine;
+        assert_eq!(s.rate(0.01, 0, 100), 0.01);
+        assert!((s.rate(0.01, 50, 100) - 0.005).abs() < 1e-12);
+        assert!(s.rate(0.01, 100, 100).abs() < 1e-12);
+        assert!(s.rate(0.01, 30, 100) > s.rate(0.01, 31, 100));
+        assert_eq!(Schedule::Constant.rate(0.01, 99, 100), 0.01);
     }
 
     #[test]

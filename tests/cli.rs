@@ -214,6 +214,55 @@ fn learns_on_wgpu_and_agrees_with_the_cpu() {
 }
 
 #[test]
+fn cnn_learns_on_the_cpu() {
+    let mut args = vec!["--model", "cnn", "--epochs", "1", "--train-limit", "3000"];
+    args.extend([
+        "--valid-size",
+        "1000",
+        "--test-limit",
+        "1000",
+        "--seed",
+        "7",
+    ]);
+    let out = run(trainer(&args).arg("--data-dir").arg(data_dir()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("model=cnn"));
+    let acc = result(&out, "test_acc");
+    // One epoch is the whole cosine schedule here; chance is 0.1.
+    assert!(
+        acc > 0.7,
+        "CNN test accuracy {acc} after one epoch on 3,000 images"
+    );
+}
+
+/// Two CNN steps on wgpu compute what they compute on the CPU (the conv kernels really run).
+#[test]
+fn cnn_runs_on_wgpu_as_on_the_cpu() {
+    if !wgpu_tests_run() {
+        return;
+    }
+    let tiny = |backend: &str| {
+        let mut args = vec!["--model", "cnn", "--backend", backend, "--epochs", "1"];
+        args.extend([
+            "--train-limit",
+            "64",
+            "--valid-size",
+            "0",
+            "--test-limit",
+            "64",
+        ]);
+        let out = run(trainer(&args).arg("--data-dir").arg(data_dir()));
+        assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
+        result(&out, "test_loss")
+    };
+    let (gpu, cpu) = (tiny("wgpu"), tiny("flex"));
+    assert!(
+        (gpu - cpu).abs() < 1e-3,
+        "test loss wgpu {gpu} vs flex {cpu}"
+    );
+}
+
+#[test]
 fn json_log_file_has_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("run.jsonl");
