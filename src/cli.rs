@@ -172,6 +172,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub lr_schedule: Option<Schedule>,
 
+    /// Shift each training image randomly by up to N pixels per axis (augmentation; 0: off) [default: 0 for the MLP, 2 for the CNN]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub augment: Option<u32>,
+
     /// Seed for the initial weights and the per-epoch shuffles
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -399,6 +403,13 @@ impl TrainArgs {
                 Architecture::Mlp => Schedule::Constant,
                 Architecture::Cnn => Schedule::Cosine,
             }),
+            augment: self.augment.map_or(
+                match self.model {
+                    Architecture::Mlp => 0,
+                    Architecture::Cnn => 2,
+                },
+                |n| n as usize,
+            ),
             seed: self.seed,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
@@ -542,6 +553,7 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         batch_size = config.batch_size,
         lr = config.lr,
         lr_schedule = ?config.schedule,
+        augment = config.augment,
         seed = config.seed,
         model = %config.model,
         hidden = ?config.hidden,

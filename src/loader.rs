@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{IMAGE_PIXELS, Split};
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
 use crate::gather::Resident;
 
 /// One batch on the device.
@@ -29,16 +29,68 @@ pub struct Batch {
     pub real: usize,
 }
 
-/// Builds the batch of images `indices` (at most `batch_size` of them) on `device`.
-pub fn make_batch(split: &Split, indices: &[u32], batch_size: usize, device: &Device) -> Batch {
+/// Random shifts of training images (light augmentation): each image moves by up to `max`
+/// pixels along each axis, the gap filled with background. The shift of image `i` is a pure
+/// function of (`stream`, `i`), so a pass is reproducible and a resumed run sees the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shift {
+    /// Largest shift, in pixels.
+    pub max: usize,
+    /// The pass's random stream (derived from the seed and the epoch).
+    pub stream: u64,
+}
+
+impl Shift {
+    /// The (dx, dy) of image `i`, each in `-max..=max`.
+    fn of(&self, i: usize) -> (isize, isize) {
+        // SplitMix64 of the stream and the image number.
+        let mut z = self
+            .stream
+            .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let span = 2 * self.max as u64 + 1;
+        let dx = (z % span) as isize - self.max as isize;
+        let dy = ((z >> 32) % span) as isize - self.max as isize;
+        (dx, dy)
+    }
+}
+
+/// Builds the batch of images `indices` (at most `batch_size` of them) on `device`, each
+/// shifted by `shift` when given.
+pub fn make_batch(
+    split: &Split,
+    indices: &[u32],
+    batch_size: usize,
+    device: &Device,
+    shift: Option<Shift>,
+) -> Batch {
     let mut pixels = vec![0f32; batch_size * IMAGE_PIXELS];
     let mut labels = vec![0i64; batch_size];
     let mut weights = vec![0f32; batch_size];
     for (row, &i) in indices.iter().enumerate() {
         let i = i as usize;
         let dst = &mut pixels[row * IMAGE_PIXELS..(row + 1) * IMAGE_PIXELS];
-        for (d, &s) in dst.iter_mut().zip(split.image(i)) {
-            *d = f32::from(s) / 255.0;
+        let src = split.image(i);
+        match shift.map(|s| s.of(i)) {
+            None | Some((0, 0)) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = f32::from(s) / 255.0;
+                }
+            }
+            Some((dx, dy)) => {
+                let side = IMAGE_SIDE as isize;
+                for y in 0..side {
+                    for x in 0..side {
+                        let (sx, sy) = (x - dx, y - dy);
+                        if (0..side).contains(&sx) && (0..side).contains(&sy) {
+                            dst[(y * side + x) as usize] =
+                                f32::from(src[(sy * side + sx) as usize]) / 255.0;
+                        }
+                    }
+                }
+            }
         }
         labels[row] = i64::from(split.labels[i]);
         weights[row] = 1.0;
@@ -61,6 +113,15 @@ pub enum Assembler {
         /// Where the batches go.
         device: Device,
     },
+    /// On the host, each image randomly shifted (training with augmentation).
+    Shifted {
+        /// The images.
+        split: Split,
+        /// Where the batches go.
+        device: Device,
+        /// The shifts.
+        shift: Shift,
+    },
     /// On the device, from a split resident there.
     Resident(Arc<Resident>),
 }
@@ -69,7 +130,12 @@ impl Assembler {
     /// The batch of images `indices`, padded to `batch_size` rows.
     pub fn batch(&self, indices: &[u32], batch_size: usize) -> Batch {
         match self {
-            Self::Host { split, device } => make_batch(split, indices, batch_size, device),
+            Self::Host { split, device } => make_batch(split, indices, batch_size, device, None),
+            Self::Shifted {
+                split,
+                device,
+                shift,
+            } => make_batch(split, indices, batch_size, device, Some(*shift)),
             Self::Resident(resident) => resident.batch(indices, batch_size),
         }
     }
@@ -77,7 +143,7 @@ impl Assembler {
     /// Number of images.
     pub fn len(&self) -> usize {
         match self {
-            Self::Host { split, .. } => split.len(),
+            Self::Host { split, .. } | Self::Shifted { split, .. } => split.len(),
             Self::Resident(resident) => resident.len(),
         }
     }
@@ -90,7 +156,7 @@ impl Assembler {
     /// Bytes sent from host to device per batch of `batch_size`.
     pub fn upload_bytes(&self, batch_size: usize) -> usize {
         match self {
-            Self::Host { .. } => {
+            Self::Host { .. } | Self::Shifted { .. } => {
                 batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
             }
             Self::Resident(_) => batch_size * size_of::<u32>(),
@@ -269,6 +335,29 @@ mod tests {
         assert_eq!(labels, &vec![2, 0]);
         assert_eq!(images[IMAGE_PIXELS..], [0.0; IMAGE_PIXELS][..]);
         assert_eq!((weights.as_slice(), *real), (&[1.0, 0.0][..], 1));
+    }
+
+    #[test]
+    fn shifted_images_move_by_at_most_max_and_reproducibly() {
+        let shift = Shift { max: 2, stream: 9 };
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..500 {
+            let (dx, dy) = shift.of(i);
+            assert!(dx.abs() <= 2 && dy.abs() <= 2);
+            assert_eq!(shift.of(i), (dx, dy));
+            seen.insert((dx, dy));
+        }
+        assert_eq!(seen.len(), 25, "every shift in -2..=2 squared occurs");
+        // A single lit pixel moves by exactly the image's shift.
+        let mut image = vec![0u8; IMAGE_PIXELS];
+        image[14 * IMAGE_SIDE + 14] = 255;
+        let one = Split::new(image, vec![3]).unwrap();
+        let batch = make_batch(&one, &[0], 1, &Device::flex(), Some(shift));
+        let pixels = batch.images.into_data().try_to_vec::<f32>().unwrap();
+        let (dx, dy) = shift.of(0);
+        let lit = ((14 + dy) * IMAGE_SIDE as isize + 14 + dx) as usize;
+        assert_eq!(pixels[lit], 1.0);
+        assert_eq!(pixels.iter().sum::<f32>(), 1.0);
     }
 
     #[test]

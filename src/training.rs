@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::data::{DataError, Mnist, Split};
 use crate::gather::{GatherError, GatherMethod, Resident};
-use crate::loader::{Assembler, Loader, LoaderError};
+use crate::loader::{Assembler, Loader, LoaderError, Shift};
 use crate::metrics::{Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum};
 use crate::model::{Architecture, Model, ModelError};
 
@@ -40,6 +40,9 @@ pub struct TrainConfig {
     /// How the learning rate changes over the run.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Largest random shift of a training image, in pixels (0: none).
+    #[serde(default)]
+    pub augment: usize,
     /// Seed for the initial weights and the shuffles.
     pub seed: u64,
     /// Images at the end of the training file kept for validation.
@@ -87,6 +90,7 @@ impl Default for TrainConfig {
             batch_size: 32,
             lr: 1e-3,
             schedule: Schedule::Constant,
+            augment: 0,
             seed: 42,
             valid_size: 5000,
             train_limit: None,
@@ -394,7 +398,15 @@ pub fn train(
 ) -> Result<Outcome, TrainError> {
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
-    let train_data = feed.assembler(&sets.train, device);
+    // Augmented images are shifted on the host, so a resident split is not needed for them.
+    let train_data = if config.augment > 0 {
+        Assembler::Host {
+            split: sets.train.clone(),
+            device: device.clone(),
+        }
+    } else {
+        feed.assembler(&sets.train, device)
+    };
     let valid_data = feed.assembler(&sets.valid, device);
     debug!(
         bytes_per_step = train_data.upload_bytes(config.batch_size),
@@ -416,7 +428,19 @@ pub fn train(
             _ => (0, Accumulator::default(), 0.0),
         };
         let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
-        let mut loader = Loader::new(train_data.clone(), rest, config.batch_size, feed.prefetch);
+        let epoch_data = match &train_data {
+            Assembler::Host { split, device } if config.augment > 0 => Assembler::Shifted {
+                split: split.clone(),
+                device: device.clone(),
+                shift: Shift {
+                    max: config.augment,
+                    // Another stream than the shuffle's, fixed by (seed, epoch).
+                    stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                },
+            },
+            other => other.clone(),
+        };
+        let mut loader = Loader::new(epoch_data, rest, config.batch_size, feed.prefetch);
         let mut stopped = false;
         for batch in loader.by_ref() {
             let model = session.model.clone();
