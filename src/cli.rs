@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, warn};
 
@@ -23,6 +23,7 @@ use crate::model::{Architecture, Model};
 use crate::plot::{self, PlotError};
 use crate::predict::{self, ImageError};
 use crate::report::{self, ReportError, RunConfig, RunDir, Start, TestReport};
+use crate::sweep::{self, GridArgs};
 use crate::training::{
     self, Feed, Observer, Outcome, Progress, Schedule, Session, Sets, TrainConfig, TrainError,
 };
@@ -81,7 +82,38 @@ pub enum Command {
     Predict(PredictArgs),
     /// Redraw a run directory's plots from its history and test result
     Plot(PlotArgs),
+    /// Train a grid of recipes, each in its own run directory, and compare them (resumable)
+    Sweep(SweepArgs),
 }
+
+/// `trainer sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// Sweep directory: one run directory per grid point, results.md, results.csv and
+    /// validation_curves.png/svg; an earlier sweep's directory continues it
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// The grid.
+    #[command(flatten)]
+    pub grid: GridArgs,
+
+    /// Training flags for every run, after `--` (e.g. `-- --train-limit 10000 --backend flex`)
+    #[arg(last = true, value_name = "TRAINING FLAGS")]
+    pub common: Vec<String>,
+}
+
+/// The grid's own flags, and those a sweep sets per run: not allowed after `--`.
+const SWEEP_OWNED: [&str; 8] = [
+    "model",
+    "hidden",
+    "lr",
+    "batch_size",
+    "epochs",
+    "seed",
+    "out",
+    "resume",
+];
 
 /// Which device to compute on.
 #[derive(Debug, Clone, Args)]
@@ -346,6 +378,12 @@ pub enum Error {
     /// The run was interrupted; its checkpoint is on disk.
     #[error("interrupted; the checkpoint is saved: continue with `trainer train --resume {}`", .0.display())]
     Interrupted(PathBuf),
+    /// A sweep was interrupted; its current run's checkpoint is on disk.
+    #[error("interrupted; run the same `trainer sweep --out {}` command again to continue", .0.display())]
+    SweepInterrupted(PathBuf),
+    /// The training flags given to a sweep after `--` are wrong.
+    #[error("trainer sweep: {0}")]
+    SweepFlags(String),
     /// Some images could not be classified (each was reported).
     #[error("{0} of the images could not be read")]
     Images(usize),
@@ -361,7 +399,8 @@ impl Error {
     /// SIGINT), 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Interrupted(_) => 130,
+            Error::Interrupted(_) | Error::SweepInterrupted(_) => 130,
+            Error::SweepFlags(_) => 2,
             _ => 1,
         }
     }
@@ -427,6 +466,7 @@ pub fn run(cli: Cli) -> Result<String, Error> {
         Some(Command::Train(args)) => train(&args, &cli.log),
         Some(Command::Evaluate(args)) => evaluate(&args),
         Some(Command::Predict(args)) => predict(&args),
+        Some(Command::Sweep(args)) => sweep(&args, &cli.log),
         Some(Command::Plot(args)) => {
             let run = RunDir::open(&args.run)?;
             let written = draw_plots(&run)?;
@@ -468,6 +508,12 @@ fn list_devices(api: WgpuApi) -> String {
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 fn install_interrupt_handler() {
+    // Once per process: a sweep trains many runs, and the handler can only be set once.
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_interrupt_handler_now);
+}
+
+fn install_interrupt_handler_now() {
     let installed = ctrlc::set_handler(|| {
         if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
             eprintln!("error: interrupted twice: exiting at once (the last checkpoint is intact)");
@@ -741,6 +787,87 @@ fn draw_plots(run: &RunDir) -> Result<Vec<PathBuf>, Error> {
         written.extend(plot::confusion(&test.confusion, &run.plot("confusion"))?);
     }
     Ok(written)
+}
+
+/// The training flags a sweep applies to every run (given after `--`).
+fn sweep_common(flags: &[String]) -> Result<TrainArgs, Error> {
+    #[derive(Parser)]
+    #[command(name = "trainer sweep ... --")]
+    struct Common {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+    let argv = std::iter::once("trainer").chain(flags.iter().map(String::as_str));
+    let first_line = |e: clap::Error| {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        Error::SweepFlags(line.trim_start_matches("error: ").to_string())
+    };
+    let matches = Common::command()
+        .try_get_matches_from(argv)
+        .map_err(first_line)?;
+    for id in SWEEP_OWNED {
+        if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            let flag = format!("--{}", id.replace('_', "-"));
+            return Err(Error::SweepFlags(format!(
+                "{flag} is set by the sweep: give it before `--` (a list for the grid), or not at all"
+            )));
+        }
+    }
+    let common = Common::from_arg_matches(&matches).map_err(first_line)?;
+    Ok(common.train)
+}
+
+fn sweep(args: &SweepArgs, log: &LogArgs) -> Result<String, Error> {
+    let common = sweep_common(&args.common)?;
+    let points = args.grid.points();
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let mut rows = Vec::new();
+    for (n, point) in points.iter().enumerate() {
+        let dir = sweep::run_path(&args.out, point);
+        let label = point.label();
+        if !RunDir::is_finished(&dir) {
+            let mut run = common.clone();
+            run.model = point.model;
+            run.hidden = point.hidden.clone();
+            run.lr = point.lr;
+            run.batch_size = point.batch_size;
+            run.epochs = point.epochs;
+            run.seed = point.seed;
+            // A run directory with a config was started before: continue it.
+            if RunDir::is_started(&dir) {
+                run.resume = Some(dir.clone());
+            } else {
+                run.out = Some(dir.clone());
+            }
+            info!(run = %label, number = n + 1, of = points.len(), "sweep");
+            match train(&run, log) {
+                Err(Error::Interrupted(_)) => {
+                    return Err(Error::SweepInterrupted(args.out.clone()));
+                }
+                other => other?,
+            };
+        }
+        rows.push(sweep::Row::read(&label, &RunDir::open(&dir)?)?);
+        // Tables after every run, so a long sweep shows its results as they come.
+        checkpoint::atomic_write_bytes(
+            &args.out.join("results.md"),
+            sweep::markdown(&rows).as_bytes(),
+        )?;
+        checkpoint::atomic_write_bytes(
+            &args.out.join("results.csv"),
+            sweep::csv(&rows).as_bytes(),
+        )?;
+    }
+    let curves: Vec<(String, Vec<_>)> = rows
+        .iter()
+        .map(|r| (r.label.clone(), r.history.clone()))
+        .collect();
+    plot::sweep_curves(&curves, &args.out.join("validation_curves"))?;
+    Ok(sweep::markdown(&rows))
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {

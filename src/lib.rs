@@ -16,4 +16,5 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod report;
+pub mod sweep;
 pub mod training;

@@ -1,5 +1,6 @@
 //! Pictures of a run: the learning curves (loss and accuracy per epoch, train vs validation,
-//! the article's Fig. 3) and the confusion matrix, each as PNG and SVG.
+//! the article's Fig. 3), the confusion matrix, and a sweep's validation curves side by side,
+//! each as PNG and SVG.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -32,6 +33,20 @@ pub enum PlotError {
 const FONT: &str = "sans-serif";
 const CURVES_SIZE: (u32, u32) = (1200, 480);
 const CONFUSION_SIZE: (u32, u32) = (640, 600);
+const SWEEP_SIZE: (u32, u32) = (1000, 600);
+/// Ten distinct, readable line colours (matplotlib's tab10), for a sweep's runs.
+const TAB10: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const VALID_COLOR: RGBColor = RGBColor(255, 127, 14);
 
@@ -199,6 +214,83 @@ fn panel<DB: DrawingBackend>(
         .border_style(BLACK)
         .label_font((FONT, 15))
         .position(legend)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// A sweep's runs side by side: validation accuracy per epoch, one line per run, labelled.
+pub fn sweep_curves(
+    runs: &[(String, Vec<EpochRecord>)],
+    stem: &Path,
+) -> Result<[PathBuf; 2], PlotError> {
+    render(
+        stem,
+        SWEEP_SIZE,
+        |root| sweep_chart(root, runs),
+        |root| sweep_chart(root, runs),
+    )
+}
+
+fn sweep_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[(String, Vec<EpochRecord>)],
+) -> DrawResult {
+    root.fill(&WHITE).map_err(err)?;
+    let curves: Vec<(&str, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(label, history)| {
+            let points = history
+                .iter()
+                .filter_map(|r| r.valid.map(|v| (r.epoch as f64, v.accuracy)))
+                .collect();
+            (label.as_str(), points)
+        })
+        .collect();
+    let all = curves.iter().flat_map(|(_, p)| p.iter());
+    let (lo, hi, last) = all.fold((1.0f64, 0.0f64, 1.0f64), |(lo, hi, last), &(x, y)| {
+        (lo.min(y), hi.max(y), last.max(x))
+    });
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Validation accuracy per epoch", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1.0..last.max(2.0), (lo - pad)..(hi + pad))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("validation accuracy")
+        // Whole epochs only: a tick per epoch up to 15, fewer beyond.
+        .x_labels((last as usize).min(15))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
+        .draw()
+        .map_err(err)?;
+    for (i, (label, points)) in curves.iter().enumerate() {
+        let color = TAB10[i % TAB10.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(*label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 15))
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(err)?;
     Ok(())

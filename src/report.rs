@@ -139,6 +139,16 @@ impl RunDir {
         &self.path
     }
 
+    /// Whether `dir` holds a run that has finished (its test result is written).
+    pub fn is_finished(dir: &Path) -> bool {
+        dir.join("test.json").is_file()
+    }
+
+    /// Whether `dir` holds a run that was started (its configuration is written).
+    pub fn is_started(dir: &Path) -> bool {
+        dir.join("config.json").is_file()
+    }
+
     /// `config.json`: the recipe, the device, versions, every start of the run.
     pub fn config(&self) -> PathBuf {
         self.path.join("config.json")

@@ -263,6 +263,59 @@ fn cnn_runs_on_wgpu_as_on_the_cpu() {
 }
 
 #[test]
+fn a_sweep_trains_every_point_compares_them_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let sweep = || {
+        let mut cmd = trainer(&["-q", "sweep", "--out"]);
+        cmd.arg(&out)
+            .args([
+                "--lr",
+                "1e-3,3e-3",
+                "--hidden",
+                "30,10:64",
+                "--epochs",
+                "2",
+                "--",
+            ])
+            .args([
+                "--train-limit",
+                "2000",
+                "--valid-size",
+                "500",
+                "--test-limit",
+                "500",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir());
+        run(&mut cmd)
+    };
+    let first = sweep();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 4,
+        "a header and one row per point: {csv}"
+    );
+    for line in csv.lines().skip(1) {
+        let test_acc: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
+        assert!(test_acc > 0.5, "{line}");
+    }
+    assert!(text(&first.stdout).contains("| mlp-h64-lr0.003-b32-e2-s42 |"));
+    assert_png(&out.join("validation_curves.png"));
+    // Again: every run is finished, so nothing is trained and the table is the same.
+    let again = sweep();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), text(&first.stdout));
+    // A flag the sweep sets per run is refused after `--`.
+    let mut cmd = trainer(&["sweep", "--out"]);
+    let bad = run(cmd.arg(&out).args(["--", "--lr", "0.1"]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--lr is set by the sweep"));
+}
+
+#[test]
 fn json_log_file_has_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("run.jsonl");

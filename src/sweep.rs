@@ -1,0 +1,305 @@
+//! Hyper-parameter experiments: a grid over training flags, each point trained in its own run
+//! directory under one sweep directory, then a results table (Markdown and CSV) and a plot of
+//! every run's validation accuracy. Running the same command again resumes: finished runs are
+//! read back, unfinished ones continue from their checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::model::Architecture;
+use crate::report::{ReportError, RunDir};
+use crate::training::EpochRecord;
+
+/// One point of the grid: the values of the swept flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Network.
+    pub model: Architecture,
+    /// MLP hidden widths.
+    pub hidden: Vec<usize>,
+    /// Learning rate.
+    pub lr: f64,
+    /// Batch size.
+    pub batch_size: u32,
+    /// Epochs (`None`: the model's default).
+    pub epochs: Option<u32>,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Point {
+    /// A file-name-safe label that names the point's run directory.
+    pub fn label(&self) -> String {
+        let hidden = match self.model {
+            Architecture::Mlp => format!(
+                "-h{}",
+                self.hidden
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x")
+            ),
+            Architecture::Cnn => String::new(),
+        };
+        let epochs = self.epochs.map_or(String::new(), |e| format!("-e{e}"));
+        format!(
+            "{}{hidden}-lr{}-b{}{epochs}-s{}",
+            self.model, self.lr, self.batch_size, self.seed
+        )
+    }
+}
+
+/// The grid flags of `trainer sweep`: each takes a comma-separated list of values (`--hidden`
+/// a colon-separated list of width lists). Every other training flag comes from `--` and
+/// applies to every run.
+#[derive(Debug, Clone, Args)]
+pub struct GridArgs {
+    /// Networks to try
+    #[arg(
+        long = "model",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mlp"
+    )]
+    pub models: Vec<Architecture>,
+
+    /// MLP hidden widths to try, lists separated by ':' (e.g. 30,10:128,64)
+    #[arg(long = "hidden", value_delimiter = ':', default_value = "30,10", value_parser = parse_widths)]
+    pub hidden: Vec<Vec<usize>>,
+
+    /// Learning rates to try
+    #[arg(long = "lr", value_delimiter = ',', default_value = "0.001", value_parser = parse_positive)]
+    pub lrs: Vec<f64>,
+
+    /// Batch sizes to try
+    #[arg(long = "batch-size", value_delimiter = ',', default_value = "32", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_sizes: Vec<u32>,
+
+    /// Epoch counts to try [default: each model's default]
+    #[arg(long = "epochs", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: Vec<u32>,
+
+    /// Seeds to try
+    #[arg(long = "seed", value_delimiter = ',', default_value = "42")]
+    pub seeds: Vec<u64>,
+}
+
+fn parse_widths(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(0) => Err("widths must be at least 1".to_string()),
+            Ok(w) => Ok(w),
+            Err(e) => Err(format!("{w:?}: {e}")),
+        })
+        .collect()
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err("must be a positive number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl GridArgs {
+    /// Every combination, in a fixed order (model, hidden, lr, batch, epochs, seed). The CNN
+    /// has no hidden widths, so it appears once per combination of the rest.
+    pub fn points(&self) -> Vec<Point> {
+        let epochs: Vec<Option<u32>> = if self.epochs.is_empty() {
+            vec![None]
+        } else {
+            self.epochs.iter().copied().map(Some).collect()
+        };
+        let mut points = Vec::new();
+        for &model in &self.models {
+            let hidden: Vec<Vec<usize>> = match model {
+                Architecture::Mlp => self.hidden.clone(),
+                Architecture::Cnn => vec![Vec::new()],
+            };
+            for h in &hidden {
+                for &lr in &self.lrs {
+                    for &batch_size in &self.batch_sizes {
+                        for &e in &epochs {
+                            for &seed in &self.seeds {
+                                points.push(Point {
+                                    model,
+                                    hidden: h.clone(),
+                                    lr,
+                                    batch_size,
+                                    epochs: e,
+                                    seed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        points
+    }
+}
+
+/// What one finished run of a sweep achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The run's label (its directory name).
+    pub label: String,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Best validation accuracy and its epoch.
+    pub best_val: Option<(f64, usize)>,
+    /// Test accuracy of the final model.
+    pub test_acc: f64,
+    /// Test loss of the final model.
+    pub test_loss: f64,
+    /// Seconds of training, all epochs.
+    pub seconds: f64,
+    /// Per-epoch history, for the comparison plot.
+    pub history: Vec<EpochRecord>,
+}
+
+impl Row {
+    /// Reads a finished run directory.
+    pub fn read(label: &str, run: &RunDir) -> Result<Self, ReportError> {
+        let history = run.read_history()?;
+        let test = run.read_test()?;
+        let best_val = history
+            .iter()
+            .filter_map(|r| r.valid.map(|v| (v.accuracy, r.epoch)))
+            .fold(
+                None,
+                |best: Option<(f64, usize)>, (acc, epoch)| match best {
+                    Some((b, _)) if b >= acc => best,
+                    _ => Some((acc, epoch)),
+                },
+            );
+        Ok(Self {
+            label: label.to_string(),
+            epochs: history.len(),
+            best_val,
+            test_acc: test.metrics.accuracy,
+            test_loss: test.metrics.loss,
+            seconds: history.iter().map(|r| r.seconds).sum(),
+            history,
+        })
+    }
+}
+
+/// The results as a Markdown table, best test accuracy first.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| run | epochs | best val acc (epoch) | test acc | test loss | seconds |\n|---|---|---|---|---|---|\n",
+    );
+    for r in sorted(rows) {
+        let best = r
+            .best_val
+            .map_or("-".to_string(), |(a, e)| format!("{a:.4} ({e})"));
+        out.push_str(&format!(
+            "| {} | {} | {best} | {:.4} | {:.4} | {:.1} |\n",
+            r.label, r.epochs, r.test_acc, r.test_loss, r.seconds
+        ));
+    }
+    out
+}
+
+/// The results as CSV, best test accuracy first.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out =
+        String::from("run,epochs,best_val_acc,best_val_epoch,test_acc,test_loss,seconds\n");
+    for r in sorted(rows) {
+        let (acc, epoch) = r.best_val.map_or((String::new(), String::new()), |(a, e)| {
+            (a.to_string(), e.to_string())
+        });
+        out.push_str(&format!(
+            "{},{},{acc},{epoch},{},{},{}\n",
+            r.label, r.epochs, r.test_acc, r.test_loss, r.seconds
+        ));
+    }
+    out
+}
+
+fn sorted(rows: &[Row]) -> Vec<&Row> {
+    let mut rows: Vec<&Row> = rows.iter().collect();
+    rows.sort_by(|a, b| b.test_acc.total_cmp(&a.test_acc));
+    rows
+}
+
+/// Where a sweep's run for `point` lives.
+pub fn run_path(sweep: &Path, point: &Point) -> PathBuf {
+    sweep.join(point.label())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        grid: GridArgs,
+    }
+
+    fn grid(args: &[&str]) -> GridArgs {
+        Wrap::try_parse_from(std::iter::once("sweep").chain(args.iter().copied()))
+            .unwrap()
+            .grid
+    }
+
+    #[test]
+    fn the_grid_is_every_combination_once() {
+        let g = grid(&[
+            "--lr",
+            "1e-3,3e-3",
+            "--batch-size",
+            "32,128",
+            "--hidden",
+            "30,10:128,64",
+            "--model",
+            "mlp,cnn",
+        ]);
+        let points = g.points();
+        // MLP: 2 widths × 2 rates × 2 batches; CNN: 2 × 2.
+        assert_eq!(points.len(), 8 + 4);
+        let labels: std::collections::HashSet<String> = points.iter().map(Point::label).collect();
+        assert_eq!(labels.len(), points.len(), "labels are distinct");
+        assert!(labels.contains("mlp-h128x64-lr0.003-b128-s42"));
+        assert!(labels.contains("cnn-lr0.001-b32-s42"));
+    }
+
+    #[test]
+    fn bad_grid_values_are_refused() {
+        for args in [
+            &["--lr", "1e-3,-1"][..],
+            &["--hidden", "30,0"][..],
+            &["--batch-size", "0"][..],
+        ] {
+            assert!(
+                Wrap::try_parse_from(std::iter::once("sweep").chain(args.iter().copied())).is_err(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tables_put_the_best_first() {
+        let row = |label: &str, test_acc| Row {
+            label: label.into(),
+            epochs: 3,
+            best_val: Some((0.9, 2)),
+            test_acc,
+            test_loss: 0.3,
+            seconds: 1.5,
+            history: Vec::new(),
+        };
+        let rows = [row("a", 0.91), row("b", 0.95)];
+        let md = markdown(&rows);
+        assert!(md.find("| b |").unwrap() < md.find("| a |").unwrap());
+        assert!(md.contains("0.9000 (2)"));
+        let csv = csv(&rows);
+        assert_eq!(csv.lines().count(), 3);
+        assert!(csv.lines().nth(1).unwrap().starts_with("b,3,0.9,2,0.95,"));
+    }
+}
