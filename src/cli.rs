@@ -406,7 +406,8 @@ impl Error {
     }
 }
 
-fn parse_width(s: &str) -> Result<usize, String> {
+/// A layer width: a whole number of at least 1.
+pub(crate) fn parse_width(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("layer widths must be at least 1".into()),
         Ok(w) => Ok(w),
@@ -414,7 +415,8 @@ fn parse_width(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_lr(s: &str) -> Result<f64, String> {
+/// A learning rate: a finite positive number.
+pub(crate) fn parse_lr(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
         Ok(_) => Err("must be a positive number".into()),

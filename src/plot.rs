@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -177,16 +178,7 @@ fn panel<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(x_range, (lo - pad)..(hi + pad))
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_label)
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 16))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.3}"))
-        .draw()
-        .map_err(err)?;
+    epoch_mesh(&mut chart, y_label, 10)?;
     for (points, color, name) in [
         (&train, TRAIN_COLOR, "train"),
         (&valid, VALID_COLOR, "validation"),
@@ -260,18 +252,8 @@ fn sweep_chart<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(1.0..last.max(2.0), (lo - pad)..(hi + pad))
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("validation accuracy")
-        // Whole epochs only: a tick per epoch up to 15, fewer beyond.
-        .x_labels((last as usize).min(15))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 16))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.3}"))
-        .draw()
-        .map_err(err)?;
+    // Whole epochs only: a tick per epoch up to 15, fewer beyond.
+    epoch_mesh(&mut chart, "validation accuracy", (last as usize).min(15))?;
     for (i, (label, points)) in curves.iter().enumerate() {
         let color = TAB10[i % TAB10.len()];
         chart
@@ -294,6 +276,26 @@ fn sweep_chart<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     Ok(())
+}
+
+/// Grid, axes and labels of a per-epoch chart: epochs along x (about `x_ticks` of them),
+/// `y_label` up the side.
+fn epoch_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    y_label: &str,
+    x_ticks: usize,
+) -> DrawResult {
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .x_labels(x_ticks)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
+        .draw()
+        .map_err(err)
 }
 
 /// The confusion matrix as a heat map: rows the true digit, columns the predicted one, each

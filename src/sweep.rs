@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::cli::{parse_lr, parse_width};
 use crate::model::Architecture;
 use crate::report::{ReportError, RunDir};
 use crate::training::EpochRecord;
@@ -69,7 +70,7 @@ pub struct GridArgs {
     pub hidden: Vec<Vec<usize>>,
 
     /// Learning rates to try
-    #[arg(long = "lr", value_delimiter = ',', default_value = "0.001", value_parser = parse_positive)]
+    #[arg(long = "lr", value_delimiter = ',', default_value = "0.001", value_parser = parse_lr)]
     pub lrs: Vec<f64>,
 
     /// Batch sizes to try
@@ -85,22 +86,9 @@ pub struct GridArgs {
     pub seeds: Vec<u64>,
 }
 
+/// One width list of `--hidden` (`30,10`), each width checked as `trainer train` checks it.
 fn parse_widths(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',')
-        .map(|w| match w.trim().parse::<usize>() {
-            Ok(0) => Err("widths must be at least 1".to_string()),
-            Ok(w) => Ok(w),
-            Err(e) => Err(format!("{w:?}: {e}")),
-        })
-        .collect()
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        Ok(_) => Err("must be a positive number".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    s.split(',').map(|w| parse_width(w.trim())).collect()
 }
 
 impl GridArgs {
