@@ -101,10 +101,7 @@ impl RunDir {
 
     /// Fails when `out` already holds a run (cheap: lets a command refuse before it works).
     pub fn ensure_free(out: &Path) -> Result<(), ReportError> {
-        let run = Self {
-            path: out.to_path_buf(),
-        };
-        match run.config().exists() {
+        match Self::at(out).config().exists() {
             true => Err(ReportError::Exists(out.to_path_buf())),
             false => Ok(()),
         }
@@ -113,10 +110,8 @@ impl RunDir {
     /// Opens an existing run directory (for `--resume` or `plot`), removing temporary files a
     /// killed process may have left behind.
     pub fn open(path: &Path) -> Result<Self, ReportError> {
-        let run = Self {
-            path: path.to_path_buf(),
-        };
-        if !run.config().is_file() {
+        let run = Self::at(path);
+        if !Self::is_started(path) {
             return Err(ReportError::NotARun {
                 path: path.to_path_buf(),
                 why: "no config.json".into(),
@@ -141,12 +136,19 @@ impl RunDir {
 
     /// Whether `dir` holds a run that has finished (its test result is written).
     pub fn is_finished(dir: &Path) -> bool {
-        dir.join("test.json").is_file()
+        Self::at(dir).test().is_file()
     }
 
     /// Whether `dir` holds a run that was started (its configuration is written).
     pub fn is_started(dir: &Path) -> bool {
-        dir.join("config.json").is_file()
+        Self::at(dir).config().is_file()
+    }
+
+    /// The file names of a run in `dir`, without looking at what is there.
+    fn at(dir: &Path) -> Self {
+        Self {
+            path: dir.to_path_buf(),
+        }
     }
 
     /// `config.json`: the recipe, the device, versions, every start of the run.

@@ -428,17 +428,18 @@ pub fn train(
             _ => (0, Accumulator::default(), 0.0),
         };
         let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
-        let epoch_data = match &train_data {
-            Assembler::Host { split, device } if config.augment > 0 => Assembler::Shifted {
-                split: split.clone(),
-                device: device.clone(),
+        let epoch_data = if config.augment > 0 {
+            Assembler::Shifted {
+                split: sets.train.clone(),
+                device: plain.clone(),
                 shift: Shift {
                     max: config.augment,
                     // Another stream than the shuffle's, fixed by (seed, epoch).
                     stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
                 },
-            },
-            other => other.clone(),
+            }
+        } else {
+            train_data.clone()
         };
         let mut loader = Loader::new(epoch_data, rest, config.batch_size, feed.prefetch);
         let mut stopped = false;
@@ -511,7 +512,10 @@ pub fn train(
             }
         }
         p.history.push(record);
-        if let Some(rss_mb) = resident_mb() {
+        // Read /proc only when the event will be seen.
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && let Some(rss_mb) = resident_mb()
+        {
             debug!(epoch, rss_mb = round(rss_mb, 1), "memory");
         }
         observer
@@ -565,7 +569,7 @@ fn log_epoch(r: &EpochRecord, epochs: usize) {
     }
 }
 
-/// This process's resident memory in MB, where the system tells it (Linux: /proc).
+/// This process's resident memory in MiB, where the system tells it (Linux: /proc).
 fn resident_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
