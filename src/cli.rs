@@ -899,6 +899,7 @@ fn classify(
     pixels: Vec<f32>,
     device: &burn::tensor::Device,
 ) -> Result<Vec<f32>, Error> {
+    let _flush = crate::backend::FlushSubnormals::new(); // as in training and evaluation
     let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
     softmax(model.forward(x), 1)
         .into_data()

@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use crate::backend::FlushSubnormals;
 use crate::data::{DataError, Mnist, Split};
 use crate::gather::{GatherError, GatherMethod, Resident};
 use crate::loader::{Assembler, Loader, LoaderError, Shift};
@@ -367,6 +368,7 @@ pub fn evaluate(
     data: &Assembler,
     prefetch: usize,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
+    let _flush = FlushSubnormals::new();
     let mut sums = Accumulator::default();
     let mut predicted = Vec::with_capacity(data.len());
     let batch = EVAL_BATCH.min(data.len()).max(1);
@@ -396,6 +398,7 @@ pub fn train(
     session: &mut Session,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, TrainError> {
+    let _flush = FlushSubnormals::new();
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
     // Augmented images are shifted on the host, so a resident split is not needed for them.
