@@ -164,6 +164,9 @@ impl Assembler {
     }
 }
 
+/// Images per hand-over from the loader's thread: batches smaller than this are passed in groups.
+const HANDOVER_IMAGES: usize = 256;
+
 /// The batches of one pass over a split, in `order`, produced ahead of their use.
 pub struct Loader {
     source: Source,
@@ -172,7 +175,9 @@ pub struct Loader {
 enum Source {
     /// Batches built by a background thread, `ahead` of the consumer.
     Thread {
-        rx: Option<Receiver<Batch>>,
+        rx: Option<Receiver<Vec<Batch>>>,
+        /// Batches received and not yet handed out, in order.
+        pending: std::collections::VecDeque<Batch>,
         handle: Option<JoinHandle<()>>,
     },
     /// Batches built on the consumer's thread when it asks (`ahead` = 0, or resident data).
@@ -205,12 +210,18 @@ impl Loader {
                 },
             };
         }
-        let (tx, rx) = sync_channel(ahead);
+        // Small batches travel in groups: one hand-over (a thread wake-up) per group.
+        let group = HANDOVER_IMAGES.div_ceil(batch_size).max(1);
+        let (tx, rx) = sync_channel(ahead.div_ceil(group));
         let handle = std::thread::Builder::new()
             .name("trainer-loader".into())
             .spawn(move || {
-                for chunk in order.chunks(batch_size) {
-                    if tx.send(assembler.batch(chunk, batch_size)).is_err() {
+                for images in order.chunks(batch_size * group) {
+                    let batches = images
+                        .chunks(batch_size)
+                        .map(|chunk| assembler.batch(chunk, batch_size))
+                        .collect();
+                    if tx.send(batches).is_err() {
                         return; // the consumer stopped early
                     }
                 }
@@ -221,7 +232,11 @@ impl Loader {
             Err(_) => (None, None),
         };
         Self {
-            source: Source::Thread { rx, handle },
+            source: Source::Thread {
+                rx,
+                pending: Default::default(),
+                handle,
+            },
         }
     }
 
@@ -229,7 +244,7 @@ impl Loader {
     pub fn finish(mut self) -> Result<(), LoaderError> {
         match &mut self.source {
             Source::Inline { .. } => Ok(()),
-            Source::Thread { rx, handle } => {
+            Source::Thread { rx, handle, .. } => {
                 rx.take();
                 match handle.take() {
                     None => Err(LoaderError("could not start a thread".into())),
@@ -245,7 +260,12 @@ impl Iterator for Loader {
 
     fn next(&mut self) -> Option<Batch> {
         match &mut self.source {
-            Source::Thread { rx, .. } => rx.as_ref()?.recv().ok(),
+            Source::Thread { rx, pending, .. } => {
+                if pending.is_empty() {
+                    pending.extend(rx.as_ref()?.recv().ok()?);
+                }
+                pending.pop_front()
+            }
             Source::Inline {
                 assembler,
                 order,
@@ -262,7 +282,7 @@ impl Iterator for Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        if let Source::Thread { rx, handle } = &mut self.source {
+        if let Source::Thread { rx, handle, .. } = &mut self.source {
             rx.take(); // unblocks the thread's send
             if let Some(h) = handle.take() {
                 let _ = h.join();
