@@ -18,7 +18,7 @@ use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Architecture, Model};
-use crate::training::{Progress, Session, optimizer};
+use crate::training::{Progress, Session, TrainConfig, optimizer};
 
 const MODEL_MAGIC: &[u8; 8] = b"TRNRMDL1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TRNRCKP1";
@@ -254,7 +254,12 @@ pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), CheckpointE
 /// here), ready to continue training. burn puts the optimizer state on its default device
 /// (`BURN_DEVICE`, else the GPU when wgpu is built in) and moves it at the next step; the
 /// `trainer` binary sets `BURN_DEVICE=flex` so no GPU is opened unasked.
-pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Session, CheckpointError> {
+/// `config` is the run's recipe, which decides the optimizer.
+pub fn load_checkpoint(
+    path: &Path,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<Session, CheckpointError> {
     #[derive(Deserialize)]
     struct Header {
         model: ModelHeader,
@@ -268,7 +273,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Session, Checkpoi
         return Err(corrupt(path, "expected weights and optimizer sections"));
     };
     let model = load_weights(&header.model, weights, &device.clone().autodiff(), path)?;
-    let optimizer = optimizer()
+    let optimizer = optimizer(config)
         .from_bytes(Bytes::from_bytes_vec(optim.to_vec()))
         .map_err(|e| corrupt(path, format!("optimizer state: {e}")))?;
     Ok(Session {

@@ -208,6 +208,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=8))]
     pub augment: Option<u32>,
 
+    /// Decoupled weight decay (AdamW, decay = lr × WD per step; 0: plain Adam, as the article)
+    #[arg(long, default_value_t = 0.0, value_name = "WD", value_parser = parse_weight_decay)]
+    pub weight_decay: f64,
+
+    /// Label smoothing: train towards 1 − EPS on the label and EPS spread over all digits (reported losses stay plain cross-entropy)
+    #[arg(long, default_value_t = 0.0, value_name = "EPS", value_parser = parse_label_smoothing)]
+    pub label_smoothing: f64,
+
     /// Seed for the initial weights and the per-epoch shuffles
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -424,6 +432,22 @@ pub(crate) fn parse_lr(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_weight_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(wd) if wd.is_finite() && wd >= 0.0 => Ok(wd),
+        Ok(_) => Err("must be 0 or a positive number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_label_smoothing(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(eps) if (0.0..1.0).contains(&eps) => Ok(eps),
+        Ok(_) => Err("must be at least 0 and below 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl TrainArgs {
     /// The training recipe these flags describe.
     pub fn train_config(&self) -> TrainConfig {
@@ -451,6 +475,8 @@ impl TrainArgs {
                 },
                 |n| n as usize,
             ),
+            weight_decay: self.weight_decay,
+            label_smoothing: self.label_smoothing,
             seed: self.seed,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
@@ -576,7 +602,7 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         None => RunDir::create(args.out.as_deref())?,
     };
     let mut session = if args.resume.is_some() {
-        let session = checkpoint::load_checkpoint(&run.checkpoint(), &device.device)?;
+        let session = checkpoint::load_checkpoint(&run.checkpoint(), &config, &device.device)?;
         let done = session.progress.epochs_done();
         if done >= config.epochs {
             return Err(Error::NothingToDo(run.path().to_path_buf(), done));
@@ -602,6 +628,8 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         lr = config.lr,
         lr_schedule = ?config.schedule,
         augment = config.augment,
+        weight_decay = config.weight_decay,
+        label_smoothing = config.label_smoothing,
         seed = config.seed,
         model = %config.model,
         hidden = ?config.hidden,

@@ -22,6 +22,17 @@ pub fn weighted_nll_sum(
     (picked * weights).sum().neg()
 }
 
+/// Sum over the batch of `weight × cross-entropy(softmax(logits), uniform over the digits)`,
+/// shape `[1]`: the part of the label-smoothed loss that does not depend on the label.
+pub fn weighted_uniform_ce_sum(logits: Tensor<2>, weights: Tensor<1>) -> Tensor<1> {
+    let [batch, classes] = logits.dims();
+    let mean = log_softmax(logits, 1)
+        .sum_dim(1)
+        .reshape([batch])
+        .div_scalar(classes as f32);
+    (mean * weights).sum().neg()
+}
+
 /// Number of real images whose arg-max logit is the label, as a float tensor of shape `[1]`.
 pub fn weighted_correct(
     logits: Tensor<2>,
@@ -230,6 +241,28 @@ mod tests {
         assert!((m.loss - expected).abs() < 1e-5, "{} vs {expected}", m.loss);
         assert_eq!(m.accuracy, 0.5);
         assert_eq!(m.count, 2);
+    }
+
+    #[test]
+    fn uniform_cross_entropy_is_the_mean_negative_log_probability() {
+        let device = Device::flex();
+        // Two real rows and one padding row of three classes.
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0, 5.0, -5.0, 0.0],
+                [3, 3],
+            ),
+            &device,
+        );
+        let weights = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0], [3]), &device);
+        let got: f32 = weighted_uniform_ce_sum(logits, weights).into_scalar();
+        let lse = |r: [f64; 3]| r.iter().map(|x| x.exp()).sum::<f64>().ln();
+        // Row 0: mean of (lse - x); row 1: log 3 (all equal).
+        let expected = (lse([1.0, 2.0, 3.0]) - 2.0) + 3f64.ln();
+        assert!(
+            (f64::from(got) - expected).abs() < 1e-5,
+            "{got} vs {expected}"
+        );
     }
 
     #[test]
