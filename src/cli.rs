@@ -881,7 +881,7 @@ fn sweep(args: &SweepArgs, log: &LogArgs) -> Result<String, Error> {
                 other => other?,
             };
         }
-        rows.push(sweep::Row::read(&label, &RunDir::open(&dir)?)?);
+        rows.push(sweep::Row::read(point, &RunDir::open(&dir)?)?);
         // Tables after every run, so a long sweep shows its results as they come.
         checkpoint::atomic_write_bytes(
             &args.out.join("results.md"),

@@ -30,8 +30,13 @@ pub struct Point {
 }
 
 impl Point {
-    /// A file-name-safe label that names the point's run directory.
+    /// A file-name-safe label that names the point's run directory: its recipe and its seed.
     pub fn label(&self) -> String {
+        format!("{}-s{}", self.recipe(), self.seed)
+    }
+
+    /// The label without the seed: runs that differ only by seed share it.
+    pub fn recipe(&self) -> String {
         let hidden = match self.model {
             Architecture::Mlp => format!(
                 "-h{}",
@@ -45,8 +50,8 @@ impl Point {
         };
         let epochs = self.epochs.map_or(String::new(), |e| format!("-e{e}"));
         format!(
-            "{}{hidden}-lr{}-b{}{epochs}-s{}",
-            self.model, self.lr, self.batch_size, self.seed
+            "{}{hidden}-lr{}-b{}{epochs}",
+            self.model, self.lr, self.batch_size
         )
     }
 }
@@ -134,6 +139,8 @@ impl GridArgs {
 pub struct Row {
     /// The run's label (its directory name).
     pub label: String,
+    /// Its recipe: the label without the seed.
+    pub recipe: String,
     /// Epochs run.
     pub epochs: usize,
     /// Best validation accuracy and its epoch.
@@ -149,8 +156,8 @@ pub struct Row {
 }
 
 impl Row {
-    /// Reads a finished run directory.
-    pub fn read(label: &str, run: &RunDir) -> Result<Self, ReportError> {
+    /// Reads the finished run directory of `point`.
+    pub fn read(point: &Point, run: &RunDir) -> Result<Self, ReportError> {
         let history = run.read_history()?;
         let test = run.read_test()?;
         let best_val = history
@@ -164,7 +171,8 @@ impl Row {
                 },
             );
         Ok(Self {
-            label: label.to_string(),
+            label: point.label(),
+            recipe: point.recipe(),
             epochs: history.len(),
             best_val,
             test_acc: test.metrics.accuracy,
@@ -175,7 +183,8 @@ impl Row {
     }
 }
 
-/// The results as a Markdown table, best test accuracy first.
+/// The results as a Markdown table, best test accuracy first; when a recipe ran with several
+/// seeds, a second table gives each recipe's median and range over its seeds.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
         "| run | epochs | best val acc (epoch) | test acc | test loss | seconds |\n|---|---|---|---|---|---|\n",
@@ -189,7 +198,95 @@ pub fn markdown(rows: &[Row]) -> String {
             r.label, r.epochs, r.test_acc, r.test_loss, r.seconds
         ));
     }
+    let recipes = over_seeds(rows);
+    if recipes.iter().any(|r| r.runs > 1) {
+        out.push_str(
+            "\nOver seeds (median, and range of test accuracy):\n\n\
+             | recipe | seeds | test acc | test acc range | test loss | best val acc | seconds |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for r in recipes {
+            out.push_str(&format!(
+                "| {} | {} | {:.4} | {:.4}–{:.4} | {:.4} | {} | {:.1} |\n",
+                r.recipe,
+                r.runs,
+                r.test_acc,
+                r.test_acc_range.0,
+                r.test_acc_range.1,
+                r.test_loss,
+                r.best_val_acc
+                    .map_or("-".to_string(), |a| format!("{a:.4}")),
+                r.seconds
+            ));
+        }
+    }
     out
+}
+
+/// One recipe's results over the seeds it ran with: medians, and the range of test accuracy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipeSummary {
+    /// The recipe (a run label without the seed).
+    pub recipe: String,
+    /// How many runs (seeds).
+    pub runs: usize,
+    /// Median test accuracy.
+    pub test_acc: f64,
+    /// Lowest and highest test accuracy.
+    pub test_acc_range: (f64, f64),
+    /// Median test loss.
+    pub test_loss: f64,
+    /// Median of the runs' best validation accuracy (`None` without validation).
+    pub best_val_acc: Option<f64>,
+    /// Median seconds of training.
+    pub seconds: f64,
+}
+
+/// Every recipe's summary over its seeds, best median test accuracy first.
+pub fn over_seeds(rows: &[Row]) -> Vec<RecipeSummary> {
+    let mut recipes: Vec<&str> = Vec::new();
+    for r in rows {
+        if !recipes.contains(&r.recipe.as_str()) {
+            recipes.push(&r.recipe);
+        }
+    }
+    let mut out: Vec<RecipeSummary> = recipes
+        .into_iter()
+        .map(|recipe| {
+            let runs: Vec<&Row> = rows.iter().filter(|r| r.recipe == recipe).collect();
+            let of = |f: &dyn Fn(&Row) -> f64| median(runs.iter().map(|r| f(r)).collect());
+            let accs = runs.iter().map(|r| r.test_acc);
+            let best_vals: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.best_val.map(|b| b.0))
+                .collect();
+            RecipeSummary {
+                recipe: recipe.to_string(),
+                runs: runs.len(),
+                test_acc: of(&|r| r.test_acc),
+                test_acc_range: (
+                    accs.clone().fold(f64::INFINITY, f64::min),
+                    accs.fold(f64::NEG_INFINITY, f64::max),
+                ),
+                test_loss: of(&|r| r.test_loss),
+                best_val_acc: (best_vals.len() == runs.len()).then(|| median(best_vals)),
+                seconds: of(&|r| r.seconds),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.test_acc.total_cmp(&a.test_acc));
+    out
+}
+
+/// The median of `values` (the mean of the middle two for an even count; NaN for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// The results as CSV, best test accuracy first.
@@ -275,6 +372,7 @@ mod tests {
     fn tables_put_the_best_first() {
         let row = |label: &str, test_acc| Row {
             label: label.into(),
+            recipe: label.into(),
             epochs: 3,
             best_val: Some((0.9, 2)),
             test_acc,
@@ -289,5 +387,42 @@ mod tests {
         let csv = csv(&rows);
         assert_eq!(csv.lines().count(), 3);
         assert!(csv.lines().nth(1).unwrap().starts_with("b,3,0.9,2,0.95,"));
+        assert!(
+            !md.contains("Over seeds"),
+            "one seed per recipe: no summary"
+        );
+    }
+
+    #[test]
+    fn recipes_are_summarised_over_their_seeds() {
+        let row = |recipe: &str, seed: u64, test_acc: f64| Row {
+            label: format!("{recipe}-s{seed}"),
+            recipe: recipe.into(),
+            epochs: 3,
+            best_val: Some((test_acc + 0.01, 2)),
+            test_acc,
+            test_loss: 1.0 - test_acc,
+            seconds: seed as f64,
+            history: Vec::new(),
+        };
+        let rows = [
+            row("a", 1, 0.90),
+            row("b", 1, 0.95),
+            row("a", 2, 0.96),
+            row("a", 3, 0.92),
+            row("b", 2, 0.97),
+        ];
+        let summary = over_seeds(&rows);
+        assert_eq!(summary.len(), 2);
+        // b: median of 0.95 and 0.97; a: median of three.
+        assert_eq!(summary[0].recipe, "b");
+        assert!((summary[0].test_acc - 0.96).abs() < 1e-12);
+        assert_eq!(summary[1].recipe, "a");
+        assert_eq!(summary[1].runs, 3);
+        assert_eq!(summary[1].test_acc, 0.92);
+        assert_eq!(summary[1].test_acc_range, (0.90, 0.96));
+        assert_eq!(summary[1].seconds, 2.0);
+        let md = markdown(&rows);
+        assert!(md.contains("| a | 3 | 0.9200 | 0.9000–0.9600 |"), "{md}");
     }
 }
