@@ -212,8 +212,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "WD", value_parser = parse_weight_decay)]
     pub weight_decay: f64,
 
+    /// Dropout rate on the hidden dense layers while training (the MLP's hidden layers, the CNN's Dense(128)); 0: none
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub dropout: f64,
+
     /// Label smoothing: train towards 1 − EPS on the label and EPS spread over all digits (reported losses stay plain cross-entropy)
-    #[arg(long, default_value_t = 0.0, value_name = "EPS", value_parser = parse_label_smoothing)]
+    #[arg(long, default_value_t = 0.0, value_name = "EPS", value_parser = parse_fraction)]
     pub label_smoothing: f64,
 
     /// Seed for the initial weights and the per-epoch shuffles
@@ -440,7 +444,8 @@ fn parse_weight_decay(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_label_smoothing(s: &str) -> Result<f64, String> {
+/// A rate in [0, 1): dropout, label smoothing.
+fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(eps) if (0.0..1.0).contains(&eps) => Ok(eps),
         Ok(_) => Err("must be at least 0 and below 1".into()),
@@ -476,6 +481,7 @@ impl TrainArgs {
                 |n| n as usize,
             ),
             weight_decay: self.weight_decay,
+            dropout: self.dropout,
             label_smoothing: self.label_smoothing,
             seed: self.seed,
             valid_size: self.valid_size,
@@ -629,6 +635,7 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         lr_schedule = ?config.schedule,
         augment = config.augment,
         weight_decay = config.weight_decay,
+        dropout = config.dropout,
         label_smoothing = config.label_smoothing,
         seed = config.seed,
         model = %config.model,

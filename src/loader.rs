@@ -43,18 +43,21 @@ pub struct Shift {
 impl Shift {
     /// The (dx, dy) of image `i`, each in `-max..=max`.
     fn of(&self, i: usize) -> (isize, isize) {
-        // SplitMix64 of the stream and the image number.
-        let mut z = self
-            .stream
-            .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = random_bits(self.stream, i as u64);
         let span = 2 * self.max as u64 + 1;
         let dx = (z % span) as isize - self.max as isize;
         let dy = ((z >> 32) % span) as isize - self.max as isize;
         (dx, dy)
     }
+}
+
+/// 64 random bits, a pure function of (`stream`, `i`): SplitMix64's output for element `i` of
+/// the stream. Drawing with it, a pass is reproducible and a resumed run draws the same.
+pub fn random_bits(stream: u64, i: u64) -> u64 {
+    let mut z = stream.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Builds the batch of images `indices` (at most `batch_size` of them) on `device`, each

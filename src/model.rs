@@ -14,6 +14,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
+use crate::loader::random_bits;
 
 /// Which network to train.
 #[derive(
@@ -77,9 +78,27 @@ impl Model {
 
     /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
+        self.forward_dropped(images, &[])
+    }
+
+    /// [`Model::forward`] in training with dropout: the activations of hidden dense layer `i`
+    /// are multiplied by `masks[i]` (see [`dropout_masks`]); no mask, no dropout.
+    pub fn forward_dropped(&self, images: Tensor<2>, masks: &[Tensor<2>]) -> Tensor<2> {
         match self {
-            Self::Mlp(m) => m.forward(images),
-            Self::Cnn(c) => c.forward(images),
+            Self::Mlp(m) => m.forward_dropped(images, masks),
+            Self::Cnn(c) => c.forward_dropped(images, masks),
+        }
+    }
+
+    /// Widths of the hidden dense layers, where dropout applies: the MLP's hidden layers,
+    /// the CNN's Dense(128).
+    pub fn dropout_widths(&self) -> Vec<usize> {
+        match self {
+            Self::Mlp(m) => {
+                let widths = m.widths();
+                widths[1..widths.len() - 1].to_vec()
+            }
+            Self::Cnn(_) => vec![CNN_DENSE],
         }
     }
 
@@ -155,13 +174,24 @@ impl Mlp {
 
     /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
+        self.forward_dropped(images, &[])
+    }
+
+    /// [`Mlp::forward`] with hidden layer `i`'s activations multiplied by `masks[i]`, if given.
+    pub fn forward_dropped(&self, images: Tensor<2>, masks: &[Tensor<2>]) -> Tensor<2> {
         let last = self.layers.len() - 1;
         self.layers
             .iter()
             .enumerate()
             .fold(images, |x, (i, layer)| {
                 let y = layer.forward(x);
-                if i < last { relu(y) } else { y }
+                if i == last {
+                    return y;
+                }
+                match masks.get(i) {
+                    Some(mask) => relu(y) * mask.clone(),
+                    None => relu(y),
+                }
             })
     }
 
@@ -179,9 +209,9 @@ const CNN_CHANNELS: [usize; 3] = [16, 32, 64];
 const CNN_DENSE: usize = 128;
 
 /// A small CNN for 28 × 28 digits: three blocks of 3×3 convolution (same padding), ReLU and
-/// 2×2 max-pooling (28 → 14 → 7 → 3), then Dense(128, ReLU) and Dense(10). No batch
-/// normalisation or dropout: both would make a batch's result depend on more than its real
-/// rows (padding rows, device random numbers), and the runs here are reproducible.
+/// 2×2 max-pooling (28 → 14 → 7 → 3), then Dense(128, ReLU), optional dropout, and Dense(10).
+/// No batch normalisation: it would make a row's result depend on the other rows of its
+/// batch, padding rows included.
 #[derive(Module, Debug)]
 pub struct Cnn {
     convs: Vec<Conv2d>,
@@ -211,15 +241,53 @@ impl Cnn {
 
     /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
+        self.forward_dropped(images, &[])
+    }
+
+    /// [`Cnn::forward`] with the Dense(128) activations multiplied by `masks[0]`, if given.
+    pub fn forward_dropped(&self, images: Tensor<2>, masks: &[Tensor<2>]) -> Tensor<2> {
         let [batch, _] = images.dims();
         let mut x: Tensor<4> = images.reshape([batch, 1, IMAGE_SIDE, IMAGE_SIDE]);
         for conv in &self.convs {
             x = self.pool.forward(relu(conv.forward(x)));
         }
         let [_, c, h, w] = x.dims();
-        let x = relu(self.dense.forward(x.reshape([batch, c * h * w])));
+        let mut x = relu(self.dense.forward(x.reshape([batch, c * h * w])));
+        if let Some(mask) = masks.first() {
+            x = x * mask.clone();
+        }
         self.output.forward(x)
     }
+}
+
+/// Inverted-dropout masks for one training step, one `[batch, width]` tensor per width in
+/// `widths`: each entry 0 with probability `rate`, else 1 / (1 − `rate`), so the expected
+/// activation is unchanged and evaluation needs no rescaling. Drawn on the host from
+/// `stream` (a pure function of seed, epoch and step), so every backend drops the same units
+/// and a resumed run drops what the uninterrupted one would have.
+pub fn dropout_masks(
+    widths: &[usize],
+    batch: usize,
+    rate: f64,
+    stream: u64,
+    device: &Device,
+) -> Vec<Tensor<2>> {
+    let keep = (1.0 / (1.0 - rate)) as f32;
+    let mut drawn = 0u64;
+    widths
+        .iter()
+        .map(|&width| {
+            let values: Vec<f32> = (0..batch * width)
+                .map(|_| {
+                    drawn += 1;
+                    // The top 53 bits as a uniform number in [0, 1).
+                    let u = (random_bits(stream, drawn) >> 11) as f64 / (1u64 << 53) as f64;
+                    if u < rate { 0.0 } else { keep }
+                })
+                .collect();
+            Tensor::from_data(TensorData::new(values, [batch, width]), device)
+        })
+        .collect()
 }
 
 /// A 3×3 `Conv2d` (same padding) with Glorot-uniform weights (fans counted over the kernel,
@@ -270,6 +338,63 @@ mod tests {
         assert_eq!(model.num_params(), 23_550 + 310 + 110);
         let logits = model.forward(Tensor::zeros([5, 784], &device));
         assert_eq!(logits.dims(), [5, 10]);
+    }
+
+    #[test]
+    fn dropout_masks_drop_at_the_rate_and_keep_the_mean() {
+        let device = Device::flex();
+        let masks = dropout_masks(&[128, 30], 64, 0.25, 7, &device);
+        assert_eq!(masks.len(), 2);
+        assert_eq!(masks[0].dims(), [64, 128]);
+        assert_eq!(masks[1].dims(), [64, 30]);
+        let values = masks[0].clone().into_data().try_to_vec::<f32>().unwrap();
+        let dropped = values.iter().filter(|v| **v == 0.0).count() as f64 / values.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "{dropped}");
+        assert!(
+            values
+                .iter()
+                .all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6)
+        );
+        // A pure function of the stream; another stream, other masks.
+        let again = dropout_masks(&[128, 30], 64, 0.25, 7, &device);
+        let other = dropout_masks(&[128, 30], 64, 0.25, 8, &device);
+        let v = |m: &Tensor<2>| m.clone().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(v(&masks[1]), v(&again[1]));
+        assert_ne!(v(&masks[0]), v(&other[0]));
+        // The layers draw different numbers.
+        assert_ne!(v(&masks[0])[..30], v(&masks[1])[..30]);
+    }
+
+    #[test]
+    fn masks_reach_the_hidden_layers_only() {
+        let device = Device::flex();
+        for model in [
+            Model::new(Architecture::Mlp, &[30, 10], 1, &device).unwrap(),
+            Model::new(Architecture::Cnn, &[], 1, &device).unwrap(),
+        ] {
+            let images = Tensor::<2>::ones([2, IMAGE_PIXELS], &device);
+            let widths = model.dropout_widths();
+            let ones: Vec<Tensor<2>> = widths
+                .iter()
+                .map(|&w| Tensor::ones([2, w], &device))
+                .collect();
+            let zeros: Vec<Tensor<2>> = widths
+                .iter()
+                .map(|&w| Tensor::zeros([2, w], &device))
+                .collect();
+            let v = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            // All-ones masks change nothing; all-zero masks leave only the output layer's
+            // bias (zero at initialisation).
+            assert_eq!(
+                v(model.forward_dropped(images.clone(), &ones)),
+                v(model.forward(images.clone()))
+            );
+            assert!(
+                v(model.forward_dropped(images, &zeros))
+                    .iter()
+                    .all(|x| *x == 0.0)
+            );
+        }
     }
 
     #[test]

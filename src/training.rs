@@ -17,11 +17,11 @@ use tracing::{debug, info};
 use crate::backend::FlushSubnormals;
 use crate::data::{DataError, Mnist, Split};
 use crate::gather::{GatherError, GatherMethod, Resident};
-use crate::loader::{Assembler, Loader, LoaderError, Shift};
+use crate::loader::{Assembler, Loader, LoaderError, Shift, random_bits};
 use crate::metrics::{
     Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum, weighted_uniform_ce_sum,
 };
-use crate::model::{Architecture, Model, ModelError};
+use crate::model::{Architecture, Model, ModelError, dropout_masks};
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.
 pub const EVAL_BATCH: usize = 1000;
@@ -49,6 +49,9 @@ pub struct TrainConfig {
     /// Decoupled weight decay per unit of learning rate (AdamW; 0: plain Adam, the article).
     #[serde(default)]
     pub weight_decay: f64,
+    /// Dropout rate on the hidden dense layers while training (0: none, the article).
+    #[serde(default)]
+    pub dropout: f64,
     /// Label smoothing ε: the training target puts 1 − ε on the label and ε spread evenly over
     /// all ten digits (0: none, the article). Reported losses stay plain cross-entropy.
     #[serde(default)]
@@ -102,6 +105,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Constant,
             augment: 0,
             weight_decay: 0.0,
+            dropout: 0.0,
             label_smoothing: 0.0,
             seed: 42,
             valid_size: 5000,
@@ -111,6 +115,9 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// Mixed into the seed for the dropout masks' random stream.
+const DROPOUT_STREAM: u64 = 0x5DEE_CE66_D1CE_5EED;
 
 /// Adam's ε as Keras sets it (burn's default is 1e-5).
 const ADAM_EPSILON: f32 = 1e-7;
@@ -435,6 +442,7 @@ pub fn train(
         resident = matches!(train_data, Assembler::Resident(_)),
         "loader"
     );
+    let dropout_widths = session.model.dropout_widths();
     // Early stopping keeps the weights of the best epoch by validation loss.
     let mut best_weights: Option<Model> = None;
     while session.progress.epochs_done() < config.epochs {
@@ -467,14 +475,15 @@ pub fn train(
         let mut stopped = false;
         for batch in loader.by_ref() {
             let model = session.model.clone();
-            let logits = model.forward(batch.images);
+            let masks = step_masks(config, &dropout_widths, epoch, step, &plain);
+            let logits = model.forward_dropped(batch.images, &masks);
             let nll = weighted_nll_sum(logits.clone(), batch.labels.clone(), batch.weights.clone());
-            let objective = match config.label_smoothing {
-                0.0 => nll.clone(),
-                eps => {
-                    let uniform = weighted_uniform_ce_sum(logits.clone(), batch.weights.clone());
-                    nll.clone().mul_scalar(1.0 - eps) + uniform.mul_scalar(eps)
-                }
+            let eps = config.label_smoothing;
+            let objective = if eps > 0.0 {
+                let uniform = weighted_uniform_ce_sum(logits.clone(), batch.weights.clone());
+                nll.clone().mul_scalar(1.0 - eps) + uniform.mul_scalar(eps)
+            } else {
+                nll.clone()
             };
             let loss: Tensor<1> = objective.div_scalar(batch.real as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -570,6 +579,26 @@ pub fn train(
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// The dropout masks of training step `step` (0-based within `epoch`), none without dropout.
+/// Their random stream differs from the shuffle's and the shifts' and is fixed by (seed, epoch,
+/// step), so a resumed run draws the same.
+fn step_masks(
+    config: &TrainConfig,
+    widths: &[usize],
+    epoch: usize,
+    step: usize,
+    device: &Device,
+) -> Vec<Tensor<2>> {
+    if config.dropout <= 0.0 {
+        return Vec::new();
+    }
+    let stream = random_bits(
+        config.seed ^ DROPOUT_STREAM,
+        ((epoch as u64) << 32) | step as u64,
+    );
+    dropout_masks(widths, config.batch_size, config.dropout, stream, device)
 }
 
 fn log_epoch(r: &EpochRecord, epochs: usize) {
@@ -752,7 +781,7 @@ mod tests {
     }
 
     #[test]
-    fn weight_decay_shrinks_the_weights_and_smoothing_changes_the_training() {
+    fn weight_decay_shrinks_the_weights_and_smoothing_and_dropout_change_the_training() {
         let device = Device::flex();
         let base = TrainConfig {
             hidden: vec![16],
@@ -787,6 +816,21 @@ mod tests {
             ..base.clone()
         });
         assert_ne!(smoothed.model.parameters(), plain.model.parameters());
+        let dropped = run(&TrainConfig {
+            dropout: 0.5,
+            ..base.clone()
+        });
+        assert_ne!(dropped.model.parameters(), plain.model.parameters());
+        assert_eq!(
+            dropped.model.parameters(),
+            run(&TrainConfig {
+                dropout: 0.5,
+                ..base.clone()
+            })
+            .model
+            .parameters(),
+            "dropout is reproducible"
+        );
     }
 
     #[test]

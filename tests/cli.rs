@@ -475,6 +475,7 @@ fn bad_flags_are_refused_by_name() {
         (&["--hidden", "30,x"][..], "--hidden"),
         (&["--weight-decay=-0.1"][..], "--weight-decay"),
         (&["--label-smoothing", "1"][..], "--label-smoothing"),
+        (&["--dropout", "1.5"][..], "--dropout"),
         // A training flag before a subcommand would be ignored: refused instead.
         (&["--epochs", "3", "plot", "runs/x"][..], "--epochs"),
     ] {
@@ -516,6 +517,7 @@ fn help_documents_every_flag() {
         "--hidden",
         "--weight-decay",
         "--label-smoothing",
+        "--dropout",
         "--valid-size",
         "--log-format",
         "--log-file",
@@ -806,8 +808,16 @@ fn history_without_times(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn interrupted_then_resumed_equals_straight_through() {
-    // On flex with AdamW and label smoothing: the resumed run rebuilds the same optimizer.
-    let regularised = ["--weight-decay", "0.01", "--label-smoothing", "0.1"];
+    // On flex with AdamW, dropout and label smoothing: the resumed run rebuilds the same
+    // optimizer and draws the same dropout masks.
+    let regularised = [
+        "--weight-decay",
+        "0.01",
+        "--dropout",
+        "0.2",
+        "--label-smoothing",
+        "0.1",
+    ];
     for (backend, extra) in [("flex", &regularised[..]), ("ndarray", &[][..])] {
         interrupted_then_resumed_equals_straight_through_on(backend, extra);
     }
@@ -855,6 +865,7 @@ fn interrupted_then_resumed_equals_straight_through_on(backend: &str, extra: &[&
     if !extra.is_empty() {
         assert_eq!(config["recipe"]["weight_decay"], 0.01);
         assert_eq!(config["recipe"]["label_smoothing"], 0.1);
+        assert_eq!(config["recipe"]["dropout"], 0.2);
     }
 }
 
