@@ -304,11 +304,12 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
 /// threads of rayon's global pool (burn's CPU backends run their larger kernels there) for good.
 ///
 /// Adam keeps, for every weight, running means of the gradient and its square that decay by
-/// 0.9 and 0.999 a step; for weights whose gradient is zero (a dead ReLU) they decay into the
-/// subnormal range, where x86 arithmetic takes a slow path about a hundred times slower. The
-/// article's run spends a third of its time there. TensorFlow flushes subnormals in its CPU
-/// threads for the same reason, and GPUs flush them in most kernels; values below 1.2e-38 change
-/// no result we report. Training and evaluation run under this guard, so every CPU run computes
+/// 0.9 and 0.999 a step; for weights whose gradient falls to zero (a dead ReLU) they decay into
+/// the subnormal range, where x86 arithmetic takes a microcode slow path of the order of a
+/// hundred times slower. The article's run spent about a third of its time there. TensorFlow
+/// flushes subnormals in its CPU threads for the same reason, and GPUs flush them in most
+/// kernels; flushing values below 1.2e-38 changed no result we report (the article's run and
+/// the README's three-seed sweeps came out the same). Training and evaluation run under this guard, so every CPU run computes
 /// the same numbers. The previous setting comes back when the guard is dropped.
 #[derive(Debug)]
 pub struct FlushSubnormals {
