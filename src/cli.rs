@@ -936,11 +936,8 @@ fn classify(
 ) -> Result<Vec<f32>, Error> {
     let _flush = crate::backend::FlushSubnormals::new(); // as in training and evaluation
     let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
-    softmax(model.forward(x), 1)
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| TrainError::Read(crate::metrics::ReadError::new(format!("{e:?}"))).into())
+    crate::metrics::read_floats(softmax(model.forward(x), 1))
+        .map_err(|e| TrainError::Read(e).into())
 }
 
 fn predict(args: &PredictArgs) -> Result<String, Error> {

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
 use crate::gather::Resident;
+use crate::metrics::{ReadError, read_floats, read_ints};
 
 /// One batch on the device.
 #[derive(Debug, Clone)]
@@ -27,6 +28,29 @@ pub struct Batch {
     pub weights: Tensor<1>,
     /// Number of real rows.
     pub real: usize,
+}
+
+/// A batch's contents read back to the host, for checking what a way of assembling batches
+/// produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    /// Pixels / 255, row after row.
+    pub pixels: Vec<f32>,
+    /// Digits (0 in padding rows).
+    pub labels: Vec<i64>,
+    /// 1 for real rows, 0 for padding.
+    pub weights: Vec<f32>,
+}
+
+impl Batch {
+    /// The batch read back to the host (one device sync).
+    pub fn read(self) -> Result<HostBatch, ReadError> {
+        Ok(HostBatch {
+            pixels: read_floats(self.images)?,
+            labels: read_ints(self.labels)?,
+            weights: read_floats(self.weights)?,
+        })
+    }
 }
 
 /// Random shifts of training images (light augmentation): each image moves by up to `max`
@@ -312,10 +336,8 @@ mod tests {
         Split::new(images, labels).unwrap()
     }
 
-    /// A batch read back: pixels, labels, weights, real rows.
-    type HostBatch = (Vec<f32>, Vec<i64>, Vec<f32>, usize);
-
-    fn batches(ahead: usize) -> Vec<HostBatch> {
+    /// The batches of a small pass, read back, each with its number of real rows.
+    fn batches(ahead: usize) -> Vec<(HostBatch, usize)> {
         let host = Assembler::Host {
             split: split(5),
             device: Device::flex(),
@@ -324,16 +346,8 @@ mod tests {
         let out = loader
             .by_ref()
             .map(|b| {
-                (
-                    b.images.into_data().try_to_vec::<f32>().unwrap(),
-                    b.labels
-                        .into_data()
-                        .convert::<i64>()
-                        .try_to_vec::<i64>()
-                        .unwrap(),
-                    b.weights.into_data().try_to_vec::<f32>().unwrap(),
-                    b.real,
-                )
+                let real = b.real;
+                (b.read().unwrap(), real)
             })
             .collect();
         loader.finish().unwrap();
@@ -344,20 +358,20 @@ mod tests {
     fn batches_follow_the_order_scale_pixels_and_pad_the_last() {
         let got = batches(2);
         assert_eq!(got.len(), 3);
-        let (images, labels, weights, real) = &got[0];
-        assert_eq!(labels, &vec![4, 0]);
-        assert_eq!(images[0], 40.0 / 255.0);
-        assert_eq!(images[IMAGE_PIXELS], 0.0);
-        assert_eq!((weights.as_slice(), *real), (&[1.0, 1.0][..], 2));
-        let (images, labels, weights, real) = &got[2];
+        let (b, real) = &got[0];
+        assert_eq!(b.labels, vec![4, 0]);
+        assert_eq!(b.pixels[0], 40.0 / 255.0);
+        assert_eq!(b.pixels[IMAGE_PIXELS], 0.0);
+        assert_eq!((b.weights.as_slice(), *real), (&[1.0, 1.0][..], 2));
+        let (b, real) = &got[2];
         assert_eq!(
-            images.len(),
+            b.pixels.len(),
             2 * IMAGE_PIXELS,
             "the last batch keeps the shape"
         );
-        assert_eq!(labels, &vec![2, 0]);
-        assert_eq!(images[IMAGE_PIXELS..], [0.0; IMAGE_PIXELS][..]);
-        assert_eq!((weights.as_slice(), *real), (&[1.0, 0.0][..], 1));
+        assert_eq!(b.labels, vec![2, 0]);
+        assert_eq!(b.pixels[IMAGE_PIXELS..], [0.0; IMAGE_PIXELS][..]);
+        assert_eq!((b.weights.as_slice(), *real), (&[1.0, 0.0][..], 1));
     }
 
     #[test]
@@ -376,7 +390,7 @@ mod tests {
         image[14 * IMAGE_SIDE + 14] = 255;
         let one = Split::new(image, vec![3]).unwrap();
         let batch = make_batch(&one, &[0], 1, &Device::flex(), Some(shift));
-        let pixels = batch.images.into_data().try_to_vec::<f32>().unwrap();
+        let pixels = batch.read().unwrap().pixels;
         let (dx, dy) = shift.of(0);
         let lit = ((14 + dy) * IMAGE_SIDE as isize + 14 + dx) as usize;
         assert_eq!(pixels[lit], 1.0);

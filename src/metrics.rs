@@ -67,6 +67,24 @@ impl ReadError {
     }
 }
 
+/// A float tensor's values, read back to the host (one device sync).
+pub fn read_floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ReadError> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| ReadError(format!("{e:?}")))
+}
+
+/// An integer tensor's values, read back to the host (one device sync).
+pub fn read_ints<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>, ReadError> {
+    tensor
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| ReadError(format!("{e:?}")))
+}
+
 /// Sums of per-batch loss and hit counts, kept on the device so the training loop never waits
 /// for a read-back.
 #[derive(Debug, Default)]
@@ -94,12 +112,7 @@ impl Accumulator {
         let Some(sums) = &self.sums else {
             return Ok(([0.0; 2], 0));
         };
-        let values = sums
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| ReadError(format!("{e:?}")))?;
+        let values = read_floats(sums.clone())?;
         match values[..] {
             [loss, correct] => Ok(([loss, correct], self.count)),
             _ => Err(ReadError(format!("expected 2 sums, got {}", values.len()))),

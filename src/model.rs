@@ -116,8 +116,8 @@ impl Model {
         struct Collect(Vec<Vec<f32>>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let data = param.val().into_data().convert::<f32>();
-                self.0.push(data.try_to_vec::<f32>().unwrap_or_default());
+                self.0
+                    .push(crate::metrics::read_floats(param.val()).unwrap_or_default());
             }
         }
         let mut collect = Collect(Vec::new());

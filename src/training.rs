@@ -19,7 +19,8 @@ use crate::data::{DataError, Mnist, Split};
 use crate::gather::{GatherError, GatherMethod, Resident};
 use crate::loader::{Assembler, Loader, LoaderError, Shift, random_bits};
 use crate::metrics::{
-    Accumulator, Metrics, ReadError, weighted_correct, weighted_nll_sum, weighted_uniform_ce_sum,
+    Accumulator, Metrics, ReadError, read_ints, weighted_correct, weighted_nll_sum,
+    weighted_uniform_ce_sum,
 };
 use crate::model::{Architecture, Model, ModelError, dropout_masks};
 
@@ -403,10 +404,7 @@ pub fn evaluate(
     for b in loader.by_ref() {
         let logits = model.forward(b.images);
         let nll = weighted_nll_sum(logits.clone(), b.labels.clone(), b.weights.clone());
-        let argmax = logits.clone().argmax(1).into_data().convert::<i64>();
-        let argmax = argmax
-            .try_to_vec::<i64>()
-            .map_err(|e| ReadError::new(format!("{e:?}")))?;
+        let argmax = read_ints(logits.clone().argmax(1))?;
         predicted.extend(argmax.iter().take(b.real).map(|&d| d as u8));
         sums.add(nll, weighted_correct(logits, b.labels, b.weights), b.real);
     }
