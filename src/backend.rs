@@ -253,6 +253,7 @@ fn init_wgpu(api: WgpuApi, index: Option<usize>) -> Result<ReadyDevice, BackendE
         api: api_name.clone(),
         reason,
     };
+    keep_compiled_kernels();
     let mut options = Device::wgpu_options().graphics_api(api.burn());
     if let Some(index) = index {
         let (backend, found) = adapters(api);
@@ -284,6 +285,31 @@ fn init_wgpu(api: WgpuApi, index: Option<usize>) -> Result<ReadyDevice, BackendE
     };
     cache.insert((api, index), ready.clone());
     Ok(ready)
+}
+
+/// Keeps what cubecl learns about this machine (autotune's choices, compiled kernels) on disk in
+/// the per-user cache (`~/.cache/cubecl` on Linux), so that a second run neither tunes nor
+/// compiles again. cubecl's own default is a `target/` directory next to the outermost
+/// `Cargo.toml` above the working directory, and no kernel cache: right for burn's developers,
+/// not for a tool run from anywhere. A `cubecl.toml` (or `burn.toml`) the user wrote, and
+/// cubecl's environment variables (`CUBECL_AUTOTUNE_CACHE=0` …), still apply over this.
+fn keep_compiled_kernels() {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::default();
+    config.compilation.cache = true;
+    config.environment.path = CacheConfig::Global;
+    let found = CubeClRuntimeConfig::from_current_dir();
+    // A configuration file of the user's wins whole: compare it with cubecl's default.
+    let user_file = toml_of(&found) != toml_of(&CubeClRuntimeConfig::default());
+    let config = if user_file { found } else { config }.override_from_env();
+    // Only the first call sets it (tests initialise several devices in one process).
+    CubeClRuntimeConfig::try_set(config);
+}
+
+/// A configuration's settings, for telling a user's file from cubecl's default.
+fn toml_of(config: &burn::cubecl::config::CubeClRuntimeConfig) -> String {
+    format!("{config:?}")
 }
 
 /// Runs a future to completion on this thread (wgpu's enumeration is async in name only on

@@ -18,14 +18,15 @@ use crate::data::{DataError, IMAGE_PIXELS, Mnist, default_data_dir};
 use crate::gather::GatherMethod;
 use crate::loader::Assembler;
 use crate::logging::{self, LogError, LogFormat, LogOptions};
-use crate::metrics::Accumulator;
+use crate::metrics::RunningSums;
 use crate::model::{Architecture, Model};
 use crate::plot::{self, PlotError};
 use crate::predict::{self, ImageError};
 use crate::report::{self, ReportError, RunConfig, RunDir, Start, TestReport};
 use crate::sweep::{self, GridArgs};
 use crate::training::{
-    self, Feed, Observer, Outcome, Progress, Schedule, Session, Sets, TrainConfig, TrainError,
+    self, Feed, Observer, Outcome, Progress, Schedule, Session, Sets, StepMethod, TrainConfig,
+    TrainError,
 };
 
 /// Train the article's MNIST digit classifier (784-30-10-10 MLP, Adam, 30 epochs) on a GPU
@@ -265,6 +266,10 @@ pub struct TrainArgs {
     /// How batches reach a wgpu device: the data resident there, gathered by the WGSL kernel or by burn's ops, or gathered on the host and uploaded every step (CPU backends always use the host)
     #[arg(long, value_enum, default_value_t = GatherMethod::Kernel)]
     pub gather: GatherMethod,
+
+    /// The training step on wgpu (CPU backends always take burn's generic step)
+    #[arg(long, value_enum, default_value_t = StepMethod::Fused)]
+    pub step: StepMethod,
 }
 
 impl TrainArgs {
@@ -272,6 +277,7 @@ impl TrainArgs {
         Feed {
             prefetch: self.prefetch,
             gather: self.gather,
+            step: self.step,
         }
     }
 }
@@ -729,7 +735,7 @@ impl Keeper<'_> {
 }
 
 impl Observer for Keeper<'_> {
-    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &Accumulator) -> bool {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &dyn RunningSums) -> bool {
         if self.show_bar {
             let bar = self.bar.get_or_insert_with(|| {
                 let bar = ProgressBar::new(steps as u64).with_style(

@@ -6,14 +6,14 @@
 //! dispatch straight into the tensor the model reads), or burn's own `select` on a resident
 //! f32 copy (four times the memory, no custom code). Both give the same bits as the host path.
 
-use burn::backend::Wgpu;
-use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
-use burn::cubecl::prelude::{CubeCount, CubeDim, KernelId};
-use burn::cubecl::server::{Handle, KernelArguments};
-use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::Handle;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
-use crate::data::{IMAGE_PIXELS, Split};
-use crate::loader::Batch;
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
+use crate::kernels::Gpu;
+use crate::loader::{Batch, Shift};
+use burn::backend::wgpu::{KernelSource, SourceTemplate};
 
 /// How a batch gets onto the device when the data is resident there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -45,13 +45,12 @@ pub enum GatherError {
 pub struct Resident {
     store: Store,
     count: usize,
-    /// A tensor on the device: its compute client and device, for new tensors.
-    anchor: CubeTensor,
+    gpu: Gpu,
 }
 
 /// The resident data, as each gather method wants it.
 enum Store {
-    /// u8 pixels packed four to a u32, and one u32 per label, for the WGSL kernel.
+    /// u8 pixels packed four to a u32, and one u32 per label, for the WGSL kernels.
     Kernel { images: Handle, labels: Handle },
     /// Pixels as f32 / 255 and labels, each with one zero row after them for padding.
     /// (Boxed: a tensor handle is large beside a buffer handle.)
@@ -63,12 +62,8 @@ enum Store {
 
 impl std::fmt::Debug for Resident {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let method = match self.store {
-            Store::Kernel { .. } => GatherMethod::Kernel,
-            Store::Ops { .. } => GatherMethod::Ops,
-        };
         f.debug_struct("Resident")
-            .field("method", &method)
+            .field("method", &self.method())
             .field("count", &self.count)
             .finish()
     }
@@ -83,15 +78,12 @@ impl Resident {
         method: GatherMethod,
     ) -> Result<Self, GatherError> {
         let count = split.len();
-        let anchor = Tensor::<1, Int>::zeros([1], device)
-            .try_into_primitive::<Wgpu>()
-            .map_err(|_| GatherError::NotWgpu)?;
+        let gpu = Gpu::of(device).ok_or(GatherError::NotWgpu)?;
         let store = if method == GatherMethod::Kernel {
-            let client = &anchor.client;
             let labels: Vec<u32> = split.labels.iter().map(|&l| u32::from(l)).collect();
             Store::Kernel {
-                images: client.create_from_slice(&split.images),
-                labels: client.create_from_slice(bytemuck::cast_slice(&labels)),
+                images: gpu.upload(&split.images),
+                labels: gpu.upload(&labels),
             }
         } else {
             let mut pixels: Vec<f32> = split.images.iter().map(|&p| f32::from(p) / 255.0).collect();
@@ -109,78 +101,76 @@ impl Resident {
                 )),
             }
         };
-        Ok(Self {
-            store,
-            count,
-            anchor,
-        })
+        Ok(Self { store, count, gpu })
     }
 
     /// Number of images.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
-    /// Whether there are no images.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
+    /// How batches are gathered from this split.
+    pub fn method(&self) -> GatherMethod {
+        match self.store {
+            Store::Kernel { .. } => GatherMethod::Kernel,
+            Store::Ops { .. } => GatherMethod::Ops,
+        }
     }
 
-    /// The batch of images `indices` (at most `batch_size`), padded to `batch_size` rows with
-    /// zero images of weight 0. Sends `4 × batch_size` bytes to the device.
-    pub fn batch(&self, indices: &[u32], batch_size: usize) -> Batch {
-        let pad = self.count as u32;
-        let mut rows: Vec<u32> = indices.to_vec();
-        rows.resize(batch_size, pad);
-        let client = &self.anchor.client;
-        let index_handle = client.create_from_slice(bytemuck::cast_slice(&rows));
+    /// The device the split lives on.
+    pub(crate) fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The packed pixels and the labels, for kernels that read the split directly (`None`
+    /// when the split is kept for burn's ops).
+    pub(crate) fn buffers(&self) -> Option<(&Handle, &Handle)> {
+        match &self.store {
+            Store::Kernel { images, labels } => Some((images, labels)),
+            Store::Ops { .. } => None,
+        }
+    }
+
+    /// The batch of images `indices` (at most `batch_size`), each moved by `shift` when given
+    /// (kernel only: burn's `select` cannot shift), padded to `batch_size` rows with zero
+    /// images of weight 0. Sends `8 × batch_size` bytes to the device (image numbers and shifts).
+    pub fn batch(&self, indices: &[u32], batch_size: usize, shift: Option<Shift>) -> Batch {
         let real = indices.len();
         match &self.store {
             Store::Kernel { images, labels } => {
-                let pixels = client.empty(batch_size * IMAGE_PIXELS * size_of::<f32>());
-                let targets = client.empty(batch_size * size_of::<i32>());
-                let weights = client.empty(batch_size * size_of::<f32>());
+                let rows = self
+                    .gpu
+                    .upload(&batch_rows(indices, batch_size, self.count, shift));
+                let pixels = self.gpu.empty(batch_size * IMAGE_PIXELS * size_of::<f32>());
+                let targets = self.gpu.empty(batch_size * size_of::<i32>());
+                let weights = self.gpu.empty(batch_size * size_of::<f32>());
                 let kernel = GatherKernel {
                     rows: batch_size,
                     count: self.count,
                 };
-                let words = (batch_size * WORDS) as u32;
-                client.launch(
-                    Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
-                    CubeCount::Static(words.div_ceil(WORKGROUP), 1, 1),
-                    KernelArguments::new()
-                        .with_buffer(images.clone().binding())
-                        .with_buffer(labels.clone().binding())
-                        .with_buffer(index_handle.binding())
-                        .with_buffer(pixels.clone().binding())
-                        .with_buffer(targets.clone().binding())
-                        .with_buffer(weights.clone().binding()),
+                let quads = (batch_size * WORDS) as u32;
+                self.gpu.launch(
+                    kernel,
+                    WORKGROUP,
+                    quads.div_ceil(WORKGROUP),
+                    &[images, labels, &rows, &pixels, &targets, &weights],
                 );
                 Batch {
-                    images: Tensor::from_primitive::<Wgpu>(self.wrap(
-                        pixels,
-                        [batch_size, IMAGE_PIXELS],
-                        DType::F32,
-                    )),
-                    labels: Tensor::from_primitive::<Wgpu>(self.wrap(
-                        targets,
-                        [batch_size],
-                        DType::I32,
-                    )),
-                    weights: Tensor::from_primitive::<Wgpu>(self.wrap(
-                        weights,
-                        [batch_size],
-                        DType::F32,
-                    )),
+                    images: self
+                        .gpu
+                        .tensor(pixels, [batch_size, IMAGE_PIXELS], DType::F32),
+                    labels: self.gpu.tensor(targets, [batch_size], DType::I32),
+                    weights: self.gpu.tensor(weights, [batch_size], DType::F32),
                     real,
                 }
             }
             Store::Ops { images, labels } => {
-                let index: Tensor<1, Int> = Tensor::from_primitive::<Wgpu>(self.wrap(
-                    index_handle,
-                    [batch_size],
-                    DType::I32,
-                ));
+                let pad = self.count as u32;
+                let mut rows: Vec<u32> = indices.to_vec();
+                rows.resize(batch_size, pad);
+                let index: Tensor<1, Int> =
+                    self.gpu
+                        .tensor(self.gpu.upload(&rows), [batch_size], DType::I32);
                 Batch {
                     images: images.as_ref().clone().select(0, index.clone()),
                     labels: labels.as_ref().clone().select(0, index.clone()),
@@ -190,17 +180,38 @@ impl Resident {
             }
         }
     }
+}
 
-    /// A device buffer as a contiguous tensor of `shape` and `dtype`.
-    fn wrap<const D: usize>(&self, handle: Handle, shape: [usize; D], dtype: DType) -> CubeTensor {
-        CubeTensor::new_contiguous(
-            self.anchor.client.clone(),
-            self.anchor.device.clone(),
-            Shape::new(shape),
-            handle,
-            dtype,
-        )
-    }
+/// The rows a resident batch reads: `batch_size` image numbers (`count`, one past the last
+/// image, for padding rows), then each row's shift packed as pixels.wgsl reads it.
+pub(crate) fn batch_rows(
+    indices: &[u32],
+    batch_size: usize,
+    count: usize,
+    shift: Option<Shift>,
+) -> Vec<u32> {
+    let mut rows: Vec<u32> = indices.to_vec();
+    rows.resize(batch_size, count as u32);
+    rows.extend((0..batch_size).map(|row| match (shift, indices.get(row)) {
+        (Some(shift), Some(&i)) => {
+            let (dx, dy) = shift.of(i as usize);
+            ((dx + 128) as u32) | (((dy + 128) as u32) << 8)
+        }
+        _ => NO_SHIFT,
+    }));
+    rows
+}
+
+/// A row's packed shift when it is not moved (pixels.wgsl).
+const NO_SHIFT: u32 = 0x8080;
+
+/// shaders/pixels.wgsl ready to prepend to a kernel that reads resident images.
+pub(crate) fn pixels_source() -> String {
+    SourceTemplate::new(include_str!("../shaders/pixels.wgsl"))
+        .register("side", IMAGE_SIDE.to_string())
+        .register("words", WORDS.to_string())
+        .register("pixels", IMAGE_PIXELS.to_string())
+        .complete()
 }
 
 /// shaders/gather.wgsl for a batch of `rows` rows over a split of `count` images.
@@ -211,11 +222,9 @@ struct GatherKernel {
 
 impl KernelSource for GatherKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../shaders/gather.wgsl"))
+        SourceTemplate::new(pixels_source() + include_str!("../shaders/gather.wgsl"))
             .register("rows", self.rows.to_string())
             .register("count", self.count.to_string())
-            .register("words", WORDS.to_string())
-            .register("pixels", IMAGE_PIXELS.to_string())
             .register("workgroup", WORKGROUP.to_string())
     }
 

@@ -66,7 +66,7 @@ pub struct Shift {
 
 impl Shift {
     /// The (dx, dy) of image `i`, each in `-max..=max`.
-    fn of(&self, i: usize) -> (isize, isize) {
+    pub fn of(&self, i: usize) -> (isize, isize) {
         let z = random_bits(self.stream, i as u64);
         let span = 2 * self.max as u64 + 1;
         let dx = (z % span) as isize - self.max as isize;
@@ -149,8 +149,8 @@ pub enum Assembler {
         /// The shifts.
         shift: Shift,
     },
-    /// On the device, from a split resident there.
-    Resident(Arc<Resident>),
+    /// On the device, from a split resident there, each image shifted when a shift is given.
+    Resident(Arc<Resident>, Option<Shift>),
 }
 
 impl Assembler {
@@ -163,7 +163,7 @@ impl Assembler {
                 device,
                 shift,
             } => make_batch(split, indices, batch_size, device, Some(*shift)),
-            Self::Resident(resident) => resident.batch(indices, batch_size),
+            Self::Resident(resident, shift) => resident.batch(indices, batch_size, *shift),
         }
     }
 
@@ -171,7 +171,7 @@ impl Assembler {
     pub fn len(&self) -> usize {
         match self {
             Self::Host { split, .. } | Self::Shifted { split, .. } => split.len(),
-            Self::Resident(resident) => resident.len(),
+            Self::Resident(resident, _) => resident.len(),
         }
     }
 
@@ -180,13 +180,35 @@ impl Assembler {
         self.len() == 0
     }
 
+    /// The same images, each shifted by `shift` (or not at all, for `None`): on the device when
+    /// they are resident there, else on the host.
+    pub fn with_shift(&self, shift: Option<Shift>) -> Self {
+        match (self, shift) {
+            (Self::Resident(resident, _), shift) => Self::Resident(resident.clone(), shift),
+            (Self::Host { split, device } | Self::Shifted { split, device, .. }, None) => {
+                Self::Host {
+                    split: split.clone(),
+                    device: device.clone(),
+                }
+            }
+            (Self::Host { split, device } | Self::Shifted { split, device, .. }, Some(shift)) => {
+                Self::Shifted {
+                    split: split.clone(),
+                    device: device.clone(),
+                    shift,
+                }
+            }
+        }
+    }
+
     /// Bytes sent from host to device per batch of `batch_size`.
     pub fn upload_bytes(&self, batch_size: usize) -> usize {
         match self {
             Self::Host { .. } | Self::Shifted { .. } => {
                 batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
             }
-            Self::Resident(_) => batch_size * size_of::<u32>(),
+            // Each row's image number and shift.
+            Self::Resident(..) => 2 * batch_size * size_of::<u32>(),
         }
     }
 }
@@ -227,7 +249,7 @@ impl Loader {
     /// from resident data are always built on demand: their host work is one small upload,
     /// and the device queues the gather ahead of the step by itself.
     pub fn new(assembler: Assembler, order: Vec<u32>, batch_size: usize, ahead: usize) -> Self {
-        if ahead == 0 || matches!(assembler, Assembler::Resident(_)) {
+        if ahead == 0 || matches!(assembler, Assembler::Resident(..)) {
             return Self {
                 source: Source::Inline {
                     assembler,

@@ -57,7 +57,7 @@ pub struct Metrics {
 
 /// Why metrics could not be read back from the device.
 #[derive(Debug, thiserror::Error)]
-#[error("reading metrics back from the device: {0}")]
+#[error("reading results back from the device: {0}")]
 pub struct ReadError(String);
 
 impl ReadError {
@@ -105,10 +105,38 @@ impl Accumulator {
         self.count += count;
     }
 
-    /// Reads the raw sums back (one device sync): `[loss sum, correct]` exactly as the device
-    /// holds them, and the image count. With [`Accumulator::from_sums`] this lets a pass stop
-    /// and resume with bit-identical results.
-    pub fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
+    /// An accumulator that carries on from sums read with [`RunningSums::sums`].
+    pub fn from_sums(sums: [f32; 2], count: usize, device: &Device) -> Self {
+        Self {
+            sums: (count > 0)
+                .then(|| Tensor::from_data(TensorData::new(sums.to_vec(), [2]), device)),
+            count,
+        }
+    }
+}
+
+/// An epoch's running loss and hit sums, wherever they are kept (read back rarely: each read
+/// waits for the device).
+pub trait RunningSums {
+    /// The raw sums `[loss sum, correct]` exactly as the device holds them, and the image
+    /// count (one device sync). Saved and restored, they let a pass stop and resume with
+    /// bit-identical results.
+    fn sums(&self) -> Result<([f32; 2], usize), ReadError>;
+
+    /// The means so far (one device sync).
+    fn metrics(&self) -> Result<Metrics, ReadError> {
+        let ([loss, correct], count) = self.sums()?;
+        let n = count as f64;
+        Ok(Metrics {
+            loss: f64::from(loss) / n,
+            accuracy: f64::from(correct) / n,
+            count,
+        })
+    }
+}
+
+impl RunningSums for Accumulator {
+    fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
         let Some(sums) = &self.sums else {
             return Ok(([0.0; 2], 0));
         };
@@ -117,26 +145,6 @@ impl Accumulator {
             [loss, correct] => Ok(([loss, correct], self.count)),
             _ => Err(ReadError(format!("expected 2 sums, got {}", values.len()))),
         }
-    }
-
-    /// An accumulator that carries on from sums read with [`Accumulator::sums`].
-    pub fn from_sums(sums: [f32; 2], count: usize, device: &Device) -> Self {
-        Self {
-            sums: (count > 0)
-                .then(|| Tensor::from_data(TensorData::new(sums.to_vec(), [2]), device)),
-            count,
-        }
-    }
-
-    /// The means so far (one device sync).
-    pub fn metrics(&self) -> Result<Metrics, ReadError> {
-        let ([loss, correct], count) = self.sums()?;
-        let n = count as f64;
-        Ok(Metrics {
-            loss: f64::from(loss) / n,
-            accuracy: f64::from(correct) / n,
-            count,
-        })
     }
 }
 

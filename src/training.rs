@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,13 +16,15 @@ use tracing::{debug, info};
 
 use crate::backend::FlushSubnormals;
 use crate::data::{DataError, Mnist, Split};
+use crate::fused::{FusedError, FusedMlp};
 use crate::gather::{GatherError, GatherMethod, Resident};
-use crate::loader::{Assembler, Loader, LoaderError, Shift, random_bits};
+use crate::kernels::Gpu;
+use crate::loader::{Assembler, Batch, Loader, LoaderError, Shift, random_bits};
 use crate::metrics::{
-    Accumulator, Metrics, ReadError, read_ints, weighted_correct, weighted_nll_sum,
+    Accumulator, Metrics, ReadError, RunningSums, read_ints, weighted_correct, weighted_nll_sum,
     weighted_uniform_ce_sum,
 };
-use crate::model::{Architecture, Model, ModelError, dropout_masks};
+use crate::model::{Architecture, Model, ModelError, dropout_factors};
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.
 pub const EVAL_BATCH: usize = 1000;
@@ -121,18 +123,27 @@ impl Default for TrainConfig {
 const DROPOUT_STREAM: u64 = 0x5DEE_CE66_D1CE_5EED;
 
 /// Adam's ε as Keras sets it (burn's default is 1e-5).
-const ADAM_EPSILON: f32 = 1e-7;
+pub(crate) const ADAM_EPSILON: f32 = 1e-7;
+/// Adam's β1 and β2: Keras' and burn's defaults, which `optimizer` leaves as they are.
+pub(crate) const ADAM_BETA1: f32 = 0.9;
+pub(crate) const ADAM_BETA2: f32 = 0.999;
 
 /// A fresh optimizer for `config`: Adam with Keras' β1, β2 and ε, or AdamW with the same
 /// and `config.weight_decay` when that is set.
 pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     if config.weight_decay > 0.0 {
         AdamWConfig::new()
+            .with_beta_1(ADAM_BETA1)
+            .with_beta_2(ADAM_BETA2)
             .with_epsilon(ADAM_EPSILON)
             .with_weight_decay(config.weight_decay as f32)
             .init()
     } else {
-        AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
+        AdamConfig::new()
+            .with_beta_1(ADAM_BETA1)
+            .with_beta_2(ADAM_BETA2)
+            .with_epsilon(ADAM_EPSILON)
+            .init()
     }
 }
 
@@ -151,6 +162,9 @@ pub enum TrainError {
     /// Metrics could not be read from the device.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The fused training step failed.
+    #[error(transparent)]
+    Fused(#[from] FusedError),
     /// The observer (checkpoints, history files) failed.
     #[error("{0}")]
     Observer(String),
@@ -272,7 +286,13 @@ pub trait Observer {
     /// Called after every training step; return `false` to stop at this batch boundary.
     /// `sums` holds the epoch's running sums (reading them syncs the device: do it rarely).
     /// By default: go on.
-    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _sums: &Accumulator) -> bool {
+    fn on_step(
+        &mut self,
+        _epoch: usize,
+        _step: usize,
+        _steps: usize,
+        _sums: &dyn RunningSums,
+    ) -> bool {
         true
     }
 
@@ -361,13 +381,26 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     order
 }
 
-/// How batches reach the device.
+/// How batches reach the device, and what takes the training steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Feed {
     /// Batches the loader thread prepares ahead of the step (host gathering only).
     pub prefetch: usize,
     /// How a wgpu device gets its batches; CPU backends always gather on the host.
     pub gather: GatherMethod,
+    /// The training step on a wgpu device (CPU backends always take burn's generic step).
+    pub step: StepMethod,
+}
+
+/// What takes a training step on a wgpu device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepMethod {
+    /// The MLP's step in three hand-written WGSL kernels (shaders/mlp_*.wgsl) where it applies (the MLP, --gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
+    #[default]
+    Fused,
+    /// burn's autodiff and Adam on the fused wgpu backend: the reference the fused step is tested against
+    Generic,
 }
 
 impl Feed {
@@ -382,7 +415,7 @@ impl Feed {
             return host();
         }
         match Resident::upload(split, device, self.gather) {
-            Ok(resident) => Assembler::Resident(Arc::new(resident)),
+            Ok(resident) => Assembler::Resident(Arc::new(resident), None),
             Err(GatherError::NotWgpu) => host(),
         }
     }
@@ -425,8 +458,8 @@ pub fn train(
     let _flush = FlushSubnormals::new();
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
-    // Augmented images are shifted on the host, so a resident split is not needed for them.
-    let train_data = if config.augment > 0 {
+    // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
+    let train_data = if config.augment > 0 && feed.gather == GatherMethod::Ops {
         Assembler::Host {
             split: sets.train.clone(),
             device: device.clone(),
@@ -435,9 +468,13 @@ pub fn train(
         feed.assembler(&sets.train, device)
     };
     let valid_data = feed.assembler(&sets.valid, device);
+    let mut fused = fused_step(config, feed, device, &train_data, session)?;
     debug!(
-        bytes_per_step = train_data.upload_bytes(config.batch_size),
-        resident = matches!(train_data, Assembler::Resident(_)),
+        bytes_per_step = match &fused {
+            Some(f) => f.upload_bytes(),
+            None => train_data.upload_bytes(config.batch_size),
+        },
+        resident = matches!(train_data, Assembler::Resident(..)),
         "loader"
     );
     let dropout_widths = session.model.dropout_widths();
@@ -447,60 +484,75 @@ pub fn train(
         let epoch = session.progress.epochs_done() + 1;
         let start = Instant::now();
         let order = epoch_order(sets.train.len(), config.seed, epoch);
-        let (mut step, mut sums, earlier_seconds) = match session.progress.partial.take() {
-            Some(p) if p.epoch == epoch => (
-                p.steps,
-                Accumulator::from_sums(p.sums, p.count, &plain),
-                p.seconds,
-            ),
-            _ => (0, Accumulator::default(), 0.0),
+        let (mut step, sums, count, earlier_seconds) = match session.progress.partial.take() {
+            Some(p) if p.epoch == epoch => (p.steps, p.sums, p.count, p.seconds),
+            _ => (0, [0.0; 2], 0, 0.0),
         };
         let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
-        let epoch_data = if config.augment > 0 {
-            Assembler::Shifted {
-                split: sets.train.clone(),
-                device: plain.clone(),
-                shift: Shift {
-                    max: config.augment,
-                    // Another stream than the shuffle's, fixed by (seed, epoch).
-                    stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                },
+        let shift = (config.augment > 0).then(|| Shift {
+            max: config.augment,
+            // Another stream than the shuffle's, fixed by (seed, epoch).
+            stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        });
+        let rate = |step: usize| {
+            config
+                .schedule
+                .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps)
+        };
+        let mut generic_sums = Accumulator::from_sums(sums, count, &plain);
+        let mut stopped = false;
+        if let Some(fused) = &mut fused {
+            fused.start_epoch(sums, count);
+            for chunk in rest.chunks(config.batch_size) {
+                let masks = step_masks(config, &dropout_widths, epoch, step);
+                fused.step(chunk, shift, rate(step), &masks);
+                step += 1;
+                if !observer.on_step(epoch, step, steps, fused) {
+                    stopped = step < steps;
+                    break;
+                }
             }
         } else {
-            train_data.clone()
-        };
-        let mut loader = Loader::new(epoch_data, rest, config.batch_size, feed.prefetch);
-        let mut stopped = false;
-        for batch in loader.by_ref() {
-            let model = session.model.clone();
-            let masks = step_masks(config, &dropout_widths, epoch, step, &plain);
-            let logits = model.forward_dropped(batch.images, &masks);
-            let nll = weighted_nll_sum(logits.clone(), batch.labels.clone(), batch.weights.clone());
-            let eps = config.label_smoothing;
-            let objective = if eps > 0.0 {
-                let uniform = weighted_uniform_ce_sum(logits.clone(), batch.weights.clone());
-                nll.clone().mul_scalar(1.0 - eps) + uniform.mul_scalar(eps)
-            } else {
-                nll.clone()
-            };
-            let loss: Tensor<1> = objective.div_scalar(batch.real as f32);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr =
-                config
-                    .schedule
-                    .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps);
-            session.model = session.optimizer.step(lr, model, grads);
-            let correct = weighted_correct(logits.inner(), batch.labels, batch.weights);
-            sums.add(nll.inner(), correct, batch.real);
-            step += 1;
-            if !observer.on_step(epoch, step, steps, &sums) {
-                stopped = step < steps;
-                break;
+            let epoch_data = train_data.with_shift(shift);
+            let mut loader = Loader::new(epoch_data, rest, config.batch_size, feed.prefetch);
+            for batch in loader.by_ref() {
+                let masks = step_masks(config, &dropout_widths, epoch, step)
+                    .into_iter()
+                    .zip(&dropout_widths)
+                    .map(|(values, &width)| {
+                        Tensor::from_data(
+                            TensorData::new(values, [config.batch_size, width]),
+                            &plain,
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                generic_step(
+                    config,
+                    session,
+                    batch,
+                    &masks,
+                    rate(step),
+                    &mut generic_sums,
+                );
+                step += 1;
+                if !observer.on_step(epoch, step, steps, &generic_sums) {
+                    stopped = step < steps;
+                    break;
+                }
             }
+            loader.finish()?;
         }
-        drop(loader);
+        let running: &dyn RunningSums = match &fused {
+            Some(f) => f,
+            None => &generic_sums,
+        };
+        // Reading the sums back waits for the device: the epoch's steps are done after it.
+        let (sums, count) = running.sums()?;
+        let train = running.metrics()?;
+        if let Some(f) = &fused {
+            session.optimizer = f.store(&mut session.model, config)?;
+        }
         if stopped {
-            let (sums, count) = sums.sums()?;
             session.progress.partial = Some(PartialEpoch {
                 epoch,
                 steps: step,
@@ -513,7 +565,6 @@ pub fn train(
                 .map_err(TrainError::Observer)?;
             return Ok(Outcome::Interrupted { epoch });
         }
-        let train = sums.metrics()?; // reads back, so the device has caught up
         let train_seconds = earlier_seconds + start.elapsed().as_secs_f64();
         let valid = if valid_data.is_empty() {
             None
@@ -579,16 +630,74 @@ pub fn train(
     Ok(Outcome::Completed)
 }
 
-/// The dropout masks of training step `step` (0-based within `epoch`), none without dropout.
-/// Their random stream differs from the shuffle's and the shifts' and is fixed by (seed, epoch,
-/// step), so a resumed run draws the same.
-fn step_masks(
+/// The fused training step for this run, when it asked for one on a wgpu device and the
+/// fused step covers its recipe; otherwise `None` (burn's generic step), with a log line
+/// saying why when the fused step was asked for on wgpu.
+fn fused_step(
     config: &TrainConfig,
-    widths: &[usize],
-    epoch: usize,
-    step: usize,
+    feed: &Feed,
     device: &Device,
-) -> Vec<Tensor<2>> {
+    train_data: &Assembler,
+    session: &Session,
+) -> Result<Option<FusedMlp>, TrainError> {
+    if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
+        return Ok(None);
+    }
+    let resident = match train_data {
+        Assembler::Resident(resident, _) if resident.method() == GatherMethod::Kernel => {
+            Some(resident)
+        }
+        _ => None,
+    };
+    if let Some(why) = crate::fused::unsupported(config, resident.is_some()) {
+        info!(reason = %why, "burn's generic training step");
+        return Ok(None);
+    }
+    let Some(resident) = resident else {
+        return Ok(None);
+    };
+    let fused = FusedMlp::new(
+        &session.model,
+        &session.optimizer,
+        config,
+        resident,
+        config.batch_size,
+    )?;
+    debug!("fused training step: three WGSL dispatches a step");
+    Ok(Some(fused))
+}
+
+/// One step of burn's generic training: forward (with dropout `masks`), loss, backward,
+/// Adam at rate `lr`; the batch's loss and hits added to `sums`.
+fn generic_step(
+    config: &TrainConfig,
+    session: &mut Session,
+    batch: Batch,
+    masks: &[Tensor<2>],
+    lr: f64,
+    sums: &mut Accumulator,
+) {
+    let model = session.model.clone();
+    let logits = model.forward_dropped(batch.images, masks);
+    let nll = weighted_nll_sum(logits.clone(), batch.labels.clone(), batch.weights.clone());
+    let eps = config.label_smoothing;
+    let objective = if eps > 0.0 {
+        let uniform = weighted_uniform_ce_sum(logits.clone(), batch.weights.clone());
+        nll.clone().mul_scalar(1.0 - eps) + uniform.mul_scalar(eps)
+    } else {
+        nll.clone()
+    };
+    let loss: Tensor<1> = objective.div_scalar(batch.real as f32);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    session.model = session.optimizer.step(lr, model, grads);
+    let correct = weighted_correct(logits.inner(), batch.labels, batch.weights);
+    sums.add(nll.inner(), correct, batch.real);
+}
+
+/// The dropout factors of training step `step` (0-based within `epoch`), one vector per
+/// hidden layer; none without dropout. Their random stream differs from the shuffle's and the
+/// shifts' and is fixed by (seed, epoch, step), so a resumed run draws the same.
+fn step_masks(config: &TrainConfig, widths: &[usize], epoch: usize, step: usize) -> Vec<Vec<f32>> {
     if config.dropout <= 0.0 {
         return Vec::new();
     }
@@ -596,7 +705,7 @@ fn step_masks(
         config.seed ^ DROPOUT_STREAM,
         ((epoch as u64) << 32) | step as u64,
     );
-    dropout_masks(widths, config.batch_size, config.dropout, stream, device)
+    dropout_factors(widths, config.batch_size, config.dropout, stream)
 }
 
 fn log_epoch(r: &EpochRecord, epochs: usize) {
@@ -647,6 +756,7 @@ mod tests {
         Feed {
             prefetch,
             gather: GatherMethod::Host,
+            step: StepMethod::Generic,
         }
     }
 
@@ -708,7 +818,7 @@ mod tests {
     }
 
     impl Observer for StopAfter {
-        fn on_step(&mut self, _: usize, _: usize, _: usize, _: &Accumulator) -> bool {
+        fn on_step(&mut self, _: usize, _: usize, _: usize, _: &dyn RunningSums) -> bool {
             self.seen += 1;
             self.seen < self.at
         }
@@ -766,7 +876,10 @@ mod tests {
         };
         train(&config, &sets, &device, &feed(1), &mut resumed, &mut Quiet).unwrap();
 
-        assert_eq!(straight.model.parameters(), resumed.model.parameters());
+        assert_eq!(
+            straight.model.parameters().unwrap(),
+            resumed.model.parameters().unwrap()
+        );
         let strip = |h: &[EpochRecord]| {
             h.iter()
                 .map(|r| (r.epoch, r.train, r.valid))
@@ -795,7 +908,12 @@ mod tests {
             train(config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
             session
         };
-        let norm = |s: &Session| s.model.parameters()[0].iter().map(|w| w * w).sum::<f32>();
+        let norm = |s: &Session| {
+            s.model.parameters().unwrap()[0]
+                .iter()
+                .map(|w| w * w)
+                .sum::<f32>()
+        };
         let plain = run(&base);
         let decayed = run(&TrainConfig {
             weight_decay: 2.0,
@@ -813,20 +931,27 @@ mod tests {
             label_smoothing: 0.1,
             ..base.clone()
         });
-        assert_ne!(smoothed.model.parameters(), plain.model.parameters());
+        assert_ne!(
+            smoothed.model.parameters().unwrap(),
+            plain.model.parameters().unwrap()
+        );
         let dropped = run(&TrainConfig {
             dropout: 0.5,
             ..base.clone()
         });
-        assert_ne!(dropped.model.parameters(), plain.model.parameters());
+        assert_ne!(
+            dropped.model.parameters().unwrap(),
+            plain.model.parameters().unwrap()
+        );
         assert_eq!(
-            dropped.model.parameters(),
+            dropped.model.parameters().unwrap(),
             run(&TrainConfig {
                 dropout: 0.5,
                 ..base.clone()
             })
             .model
-            .parameters(),
+            .parameters()
+            .unwrap(),
             "dropout is reproducible"
         );
     }
