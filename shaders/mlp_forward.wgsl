@@ -1,19 +1,22 @@
-// Fused MLP step, kernel 1 of 3: gathers the batch's images from the resident split (shifted
-// and scaled by pixels.wgsl) into x, and computes the first dense layer's pre-activations
-// z = x W + b. Each workgroup takes 4 rows; each invocation four of the layer's units, so that
-// every load feeds several multiply-adds (vec4 loads: x as [ROWS, PIXELS / 4] vec4s, the
-// first layer's weights on the device transposed, [OUT, PIXELS], a unit's weights contiguous).
+// Fused MLP step, kernel 1 of 3: the first dense layer's pre-activations z = x W + b (for the
+// MLP, after gathering the batch's images from the resident split into x). Each workgroup
+// takes 4 rows; each invocation four of the layer's units, so that every load feeds several
+// multiply-adds (vec4 loads: x as [ROWS, FIRST_IN / 4] vec4s, the first layer's weights on the
+// device transposed, [OUT, FIRST_IN], a unit's weights contiguous).
 
-@group(0) @binding(0) var<storage, read_write> images: array<u32>;
-@group(0) @binding(1) var<storage, read_write> step: array<u32>;
-@group(0) @binding(2) var<storage, read_write> params: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> z: array<f32>;
+@group(0) @binding(0) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> z: array<f32>;
 
-const QUADS: u32 = PIXELS / 4u;
+const QUADS: u32 = FIRST_IN / 4u;
 const WORKGROUP: u32 = {{ workgroup }}u;
 
 var<workgroup> staged: array<vec4<f32>, {{ staged }}>;
+
+// `stage(row, q)`, inputs 4q..4q+3 of a row, comes from the input snippet: the MLP gathers
+// them from the resident images (and keeps them in x for mlp_update.wgsl), the CNN's dense
+// layer reads them from x, where its last convolution put them.
+{{ stage }}
 
 @compute @workgroup_size({{ workgroup }}, 1, 1)
 fn main(
@@ -22,31 +25,7 @@ fn main(
 ) {
     let first = group.x * 4u;
     for (var t = lane; t < 4u * QUADS; t += WORKGROUP) {
-        let row = first + t / QUADS;
-        let q = t % QUADS;
-        var value = vec4<f32>(0.0);
-        let image = step[ROWS_AT + row];
-        if (image < COUNT) {
-            let shift = step[ROWS_AT + ROWS + row];
-            if (shift == NO_SHIFT) {
-                let word = images[image * WORDS + q];
-                value = vec4<f32>(
-                    f32(word & 0xffu),
-                    f32((word >> 8u) & 0xffu),
-                    f32((word >> 16u) & 0xffu),
-                    f32(word >> 24u),
-                ) / 255.0;
-            } else {
-                value = vec4<f32>(
-                    pixel(image, shift, 4u * q),
-                    pixel(image, shift, 4u * q + 1u),
-                    pixel(image, shift, 4u * q + 2u),
-                    pixel(image, shift, 4u * q + 3u),
-                );
-            }
-        }
-        x[row * QUADS + q] = value;
-        staged[t] = value;
+        staged[t] = stage(first + t / QUADS, t % QUADS);
     }
     workgroupBarrier();
     // Four units an invocation (the last group's spare units repeat the layer's last unit,

@@ -27,3 +27,22 @@ fn pixel(image: u32, shift: u32, p: u32) -> f32 {
     let word = images[image * WORDS + source / 4u];
     return f32((word >> (8u * (source % 4u))) & 0xffu) / 255.0;
 }
+
+// Pixels 4q..4q+3 of image `image` moved by `shift`: one word when the image is not moved.
+fn pixel_quad(image: u32, shift: u32, q: u32) -> vec4<f32> {
+    if (shift == NO_SHIFT) {
+        let word = images[image * WORDS + q];
+        return vec4<f32>(
+            f32(word & 0xffu),
+            f32((word >> 8u) & 0xffu),
+            f32((word >> 16u) & 0xffu),
+            f32(word >> 24u),
+        ) / 255.0;
+    }
+    return vec4<f32>(
+        pixel(image, shift, 4u * q),
+        pixel(image, shift, 4u * q + 1u),
+        pixel(image, shift, 4u * q + 2u),
+        pixel(image, shift, 4u * q + 3u),
+    );
+}

@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::backend::FlushSubnormals;
 use crate::data::{DataError, Mnist, Split};
-use crate::fused::{FusedError, FusedMlp};
+use crate::fused::{FusedError, FusedStep};
 use crate::gather::{GatherError, GatherMethod, Resident};
 use crate::kernels::Gpu;
 use crate::loader::{Assembler, Batch, Loader, LoaderError, Shift, random_bits};
@@ -639,7 +639,7 @@ fn fused_step(
     device: &Device,
     train_data: &Assembler,
     session: &Session,
-) -> Result<Option<FusedMlp>, TrainError> {
+) -> Result<Option<FusedStep>, TrainError> {
     if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
         return Ok(None);
     }
@@ -656,14 +656,14 @@ fn fused_step(
     let Some(resident) = resident else {
         return Ok(None);
     };
-    let fused = FusedMlp::new(
+    let fused = FusedStep::new(
         &session.model,
         &session.optimizer,
         config,
         resident,
         config.batch_size,
     )?;
-    debug!("fused training step: three WGSL dispatches a step");
+    debug!(model = %config.model, "fused training step");
     Ok(Some(fused))
 }
 

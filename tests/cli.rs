@@ -851,6 +851,28 @@ fn interrupted_then_resumed_equals_straight_through() {
     }
 }
 
+/// The fused step on wgpu resumes exactly too: its weights, Adam's moments and step count and
+/// the epoch's running sums go through the checkpoint, and its kernels sum in a fixed order.
+#[test]
+fn interrupted_then_resumed_equals_straight_through_on_wgpu() {
+    if !wgpu_tests_run() {
+        return;
+    }
+    let flags = [
+        "--train-limit",
+        "20000",
+        "--dropout",
+        "0.2",
+        "--augment",
+        "1",
+        "--label-smoothing",
+        "0.1",
+        "--weight-decay",
+        "0.01",
+    ];
+    interrupted_then_resumed_equals_straight_through_on("wgpu", &flags);
+}
+
 fn interrupted_then_resumed_equals_straight_through_on(backend: &str, extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let straight_dir = tmp.path().join("straight");
