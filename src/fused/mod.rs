@@ -205,49 +205,34 @@ impl FusedStep {
     }
 
     fn launch(&self, kernel: Kernel, workgroup: u32, groups: usize, buffers: &[&Handle]) {
-        use layout::names::*;
-        fn source<K>(variant: &Arc<Variant>, kernel: Kernel) -> Source<K> {
-            Source {
-                variant: variant.clone(),
-                kernel,
-                name: std::marker::PhantomData,
-            }
+        use layout::names;
+        // Each kernel under its own type, so that cubecl's logs name it.
+        macro_rules! launch_as {
+            ($($variant:ident),*) => {
+                match kernel {
+                    $(Kernel::$variant { .. } => self.gpu.launch(
+                        Source::<names::$variant> {
+                            variant: self.variant.clone(),
+                            kernel,
+                            name: std::marker::PhantomData,
+                        },
+                        workgroup,
+                        groups as u32,
+                        buffers,
+                    ),)*
+                }
+            };
         }
-        let (v, groups) = (&self.variant, groups as u32);
-        match kernel {
-            Kernel::Gather => {
-                let s = source::<Gather>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::DenseForward => {
-                let s = source::<DenseForward>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::Head => {
-                let s = source::<Head>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::DenseUpdate => {
-                let s = source::<DenseUpdate>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::ConvForward(_) => {
-                let s = source::<ConvForward>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::FeaturesGrad => {
-                let s = source::<FeaturesGrad>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::ConvData(_) => {
-                let s = source::<ConvData>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-            Kernel::ConvWeights(_) => {
-                let s = source::<ConvWeights>(v, kernel);
-                self.gpu.launch(s, workgroup, groups, buffers)
-            }
-        }
+        launch_as!(
+            Gather,
+            DenseForward,
+            Head,
+            DenseUpdate,
+            ConvForward,
+            FeaturesGrad,
+            ConvData,
+            ConvWeights
+        );
     }
 
     /// Launches `kernel` with one invocation per item of `items`, in workgroups of 64.
