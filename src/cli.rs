@@ -691,7 +691,7 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
     let model = session.model.valid();
     checkpoint::save_model(&model, &run.final_model())?;
     let test_data = args.feed().assembler(&sets.test, &device.device);
-    let (metrics, predicted) = training::evaluate(&model, &test_data, args.prefetch)?;
+    let (metrics, predicted) = training::evaluate(&model, &test_data, &args.feed())?;
     let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
     run.write_test(&test)?;
     info!(
@@ -925,7 +925,12 @@ fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         split: test.clone(),
         device: device.device.clone(),
     };
-    let (metrics, predicted) = training::evaluate(&model, &data, 2)?;
+    let host = Feed {
+        prefetch: 2,
+        gather: GatherMethod::Host,
+        step: StepMethod::Generic,
+    };
+    let (metrics, predicted) = training::evaluate(&model, &data, &host)?;
     let report = TestReport::new(&args.model, metrics, &test.labels, &predicted);
     Ok(if args.json {
         serde_json::to_string(&report).unwrap_or_default()

@@ -83,6 +83,15 @@ impl Gpu {
 
     /// A buffer's contents as f32 (waits for the device).
     pub fn read_f32(&self, handle: &Handle) -> Result<Vec<f32>, ReadError> {
+        self.read(handle)
+    }
+
+    /// A buffer's contents as u32 (waits for the device).
+    pub fn read_u32(&self, handle: &Handle) -> Result<Vec<u32>, ReadError> {
+        self.read(handle)
+    }
+
+    fn read<T: bytemuck::Pod>(&self, handle: &Handle) -> Result<Vec<T>, ReadError> {
         let bytes = self
             .client
             .read_one(handle.clone())

@@ -422,12 +422,24 @@ impl Feed {
 }
 
 /// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
-/// batches, and each image's predicted digit.
+/// batches, and each image's predicted digit. On a wgpu device with the data resident for
+/// the WGSL kernels and the fused step asked for, by the fused step's forward kernels;
+/// otherwise by burn's.
 pub fn evaluate(
     model: &Model,
     data: &Assembler,
-    prefetch: usize,
+    feed: &Feed,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
+    if let Assembler::Resident(resident, None) = data
+        && resident.method() == GatherMethod::Kernel
+        && feed.step == StepMethod::Fused
+    {
+        match crate::fused::evaluate(model, resident) {
+            Err(FusedError::Model(why)) => debug!(reason = %why, "burn's generic evaluation"),
+            done => return Ok(done?),
+        }
+    }
+    let prefetch = feed.prefetch;
     let _flush = FlushSubnormals::new();
     let mut sums = Accumulator::default();
     let mut predicted = Vec::with_capacity(data.len());
@@ -569,7 +581,7 @@ pub fn train(
         let valid = if valid_data.is_empty() {
             None
         } else {
-            Some(evaluate(&session.model.valid(), &valid_data, feed.prefetch)?.0)
+            Some(evaluate(&session.model.valid(), &valid_data, feed)?.0)
         };
         let record = EpochRecord {
             epoch,
@@ -980,7 +992,7 @@ mod tests {
         let (v, _) = evaluate(
             &session.model.valid(),
             &feed(0).assembler(&sets.valid, &device),
-            0,
+            &feed(0),
         )
         .unwrap();
         let best_loss = session.progress.history[best - 1].valid.unwrap().loss;

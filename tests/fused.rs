@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
+use burn::module::Module;
 use burn::tensor::Device;
 use trainer::backend::{BackendKind, DeviceRequest, WgpuApi};
 use trainer::data::{Mnist, default_data_dir};
@@ -232,6 +233,38 @@ fn training_moves_between_the_fused_step_and_the_cpu() {
             straight.progress.history[1].valid.unwrap().loss,
         );
         assert!((a - b).abs() <= 2e-3 * b, "validation loss {a} vs {b}");
+    }
+}
+
+/// The fused forward kernels evaluate as burn does: the same loss and accuracy, the same
+/// predicted digits, for the MLP and the CNN, on a split with a short last batch.
+#[test]
+fn fused_evaluation_matches_burns() {
+    let Some(device) = wgpu() else { return };
+    let mnist = mnist();
+    let split = mnist.test.slice(0..1500);
+    for model in [Architecture::Mlp, Architecture::Cnn] {
+        let config = TrainConfig {
+            model,
+            epochs: 1,
+            ..small_config()
+        };
+        let sets = small(&config);
+        let session = run(&config, &sets, &device, StepMethod::Fused);
+        let data = feed(StepMethod::Fused).assembler(&split, &device);
+        let evaluate =
+            |step| trainer::training::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
+        let (fused, fused_digits) = evaluate(StepMethod::Fused);
+        let (generic, generic_digits) = evaluate(StepMethod::Generic);
+        assert_eq!(fused.count, 1500);
+        assert!(
+            (fused.loss - generic.loss).abs() <= 1e-5 * generic.loss,
+            "{model}: loss {} vs {}",
+            fused.loss,
+            generic.loss
+        );
+        assert_eq!(fused.accuracy, generic.accuracy, "{model}");
+        assert_eq!(fused_digits, generic_digits, "{model}");
     }
 }
 

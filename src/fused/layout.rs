@@ -350,34 +350,52 @@ impl Variant {
         )
     }
 
+    /// A per-layer pass (mlp_head_forward.wgsl or mlp_head_backward.wgsl) for dense layer `i`
+    /// (at least 1).
+    fn layer_pass(&self, template: &str, i: usize) -> String {
+        let l = &self.layout;
+        SourceTemplate::new(template)
+            .register("l", i.to_string())
+            .register("n_in", l.widths[i].to_string())
+            .register("n", l.widths[i + 1].to_string())
+            .register("w_at", l.w_at[i].to_string())
+            .register("b_at", l.b_at[i].to_string())
+            .register("z_at", l.z_at[i].to_string())
+            .register("z_below", l.z_at[i - 1].to_string())
+            .register("input", self.activation(i - 1))
+            .register("keep", self.keep(i - 1))
+            .register("d_here", self.d_index(i, "row", "j"))
+            .register("d_below", self.d_index(i - 1, "row", "k"))
+            .complete()
+    }
+
+    /// The forward passes of the dense layers after the first.
+    fn forward_passes(&self) -> String {
+        (1..self.layout.layers())
+            .map(|i| self.layer_pass(include_str!("../../shaders/mlp_head_forward.wgsl"), i))
+            .collect()
+    }
+
+    /// mlp_eval.wgsl with its per-layer passes written out.
+    fn eval_source(&self) -> String {
+        let l = &self.layout;
+        SourceTemplate::new(include_str!("../../shaders/mlp_eval.wgsl"))
+            .register("forward", self.forward_passes())
+            .register("logits", l.z_at[l.layers() - 1].to_string())
+            .register("workgroup", HEAD_WORKGROUP.to_string())
+            .complete()
+    }
+
     /// mlp_head.wgsl with its per-layer passes written out.
     fn head_source(&self) -> String {
         let l = &self.layout;
         let last = l.layers() - 1;
-        let layer = |template: &str, i: usize| {
-            SourceTemplate::new(template)
-                .register("l", i.to_string())
-                .register("n_in", l.widths[i].to_string())
-                .register("n", l.widths[i + 1].to_string())
-                .register("w_at", l.w_at[i].to_string())
-                .register("b_at", l.b_at[i].to_string())
-                .register("z_at", l.z_at[i].to_string())
-                .register("z_below", l.z_at[i - 1].to_string())
-                .register("input", self.activation(i - 1))
-                .register("keep", self.keep(i - 1))
-                .register("d_here", self.d_index(i, "row", "j"))
-                .register("d_below", self.d_index(i - 1, "row", "k"))
-                .complete()
-        };
-        let forward: String = (1..=last)
-            .map(|i| layer(include_str!("../../shaders/mlp_head_forward.wgsl"), i))
-            .collect();
         let backward: String = (1..=last)
             .rev()
-            .map(|i| layer(include_str!("../../shaders/mlp_head_backward.wgsl"), i))
+            .map(|i| self.layer_pass(include_str!("../../shaders/mlp_head_backward.wgsl"), i))
             .collect();
         SourceTemplate::new(include_str!("../../shaders/mlp_head.wgsl"))
-            .register("forward", forward)
+            .register("forward", self.forward_passes())
             .register("backward", backward)
             .register("logits", l.z_at[last].to_string())
             .register("d_logit", self.d_index(last, "row", "c"))
@@ -446,6 +464,8 @@ pub(super) enum Kernel {
     DenseForward,
     /// The later dense layers, the loss and their backward pass (mlp_head.wgsl).
     Head,
+    /// The later dense layers and each row's loss and prediction (mlp_eval.wgsl).
+    Eval,
     /// The first dense layer's weight gradient and Adam (mlp_update.wgsl).
     DenseUpdate,
     /// Convolution block `c` forward (cnn_conv_forward.wgsl).
@@ -475,6 +495,8 @@ pub(super) mod names {
     pub struct DenseForward;
     /// [`super::Kernel::Head`].
     pub struct Head;
+    /// [`super::Kernel::Eval`].
+    pub struct Eval;
     /// [`super::Kernel::DenseUpdate`].
     pub struct DenseUpdate;
     /// [`super::Kernel::ConvForward`].
@@ -503,6 +525,7 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                     .register("workgroup", v.forward_workgroup().to_string())
             }
             Kernel::Head => v.template(&v.head_source(), Some("f32")),
+            Kernel::Eval => v.template(&v.eval_source(), None),
             Kernel::DenseUpdate => v
                 .template(
                     include_str!("../../shaders/mlp_update.wgsl"),

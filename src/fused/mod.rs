@@ -39,7 +39,7 @@ use crate::data::IMAGE_PIXELS;
 use crate::gather::{Resident, batch_rows};
 use crate::kernels::Gpu;
 use crate::loader::Shift;
-use crate::metrics::{ReadError, RunningSums};
+use crate::metrics::{Metrics, ReadError, RunningSums};
 use crate::model::{Architecture, Model};
 use crate::training::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
 use layout::{HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHTS_WORKGROUP, WORKGROUP};
@@ -83,66 +83,35 @@ pub enum FusedError {
     Optimizer(String),
 }
 
-/// One convolution block's buffers: its pooled output (the dense input, `x`, for the last),
-/// which window position won each pooling, and the loss gradient at its convolution's output.
+/// One convolution block's buffers: its pooled output (the dense input, `x`, for the last) and
+/// which window position won each pooling.
 struct ConvBuffers {
     pooled: Handle,
     winners: Handle,
-    gradient: Handle,
 }
 
-/// A network being trained by the fused step: weights, Adam's moments and the step's scratch
-/// buffers on the device.
-pub struct FusedStep {
+/// A network on the device and what its forward pass needs: the resident split, the weights,
+/// the activations. Shared by the training step and the evaluation.
+struct Net {
     gpu: Gpu,
     variant: Arc<Variant>,
     images: Handle,
     labels: Handle,
     params: Handle,
-    moment_1: Handle,
-    moment_2: Handle,
     x: Handle,
     z: Handle,
-    d: Handle,
-    /// The CNN's images, gathered (empty for the MLP).
+    /// The CNN's images, gathered (a placeholder for the MLP).
     image: Handle,
     convs: Vec<ConvBuffers>,
-    sums: Handle,
-    /// Images counted into `sums`.
-    counted: usize,
-    /// Adam steps taken (burn's `time`).
-    time: usize,
-    /// The model's parameters: id and shape, in module order.
-    params_meta: Vec<ParamMeta>,
-    weight_decay: f32,
-    label_smoothing: f32,
 }
 
-impl FusedStep {
-    /// Takes over `model` and `optimizer` (their values move to the device) to train on the
-    /// resident split `train` in batches of `batch` rows.
-    pub fn new(
-        model: &Model,
-        optimizer: &ModuleOptimizer,
-        config: &TrainConfig,
-        train: &Resident,
-        batch: usize,
-    ) -> Result<Self, FusedError> {
-        let (images, labels) = train.buffers().ok_or(FusedError::NotResident)?;
-        let gpu = train.gpu().clone();
-        let (params_meta, values) = flat_parameters(model)?;
-        let variant = Variant::new(&params_meta, batch, train.len(), config.dropout > 0.0)
-            .map_err(FusedError::Model)?;
-        if let Some(w) = variant.layout.widths[1..]
-            .iter()
-            .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
-        {
-            return Err(FusedError::Model(format!("a hidden layer of {w} units")));
-        }
-        let moments = Moments::of(optimizer, &params_meta)?;
+impl Net {
+    /// `values` (burn's order) on the device for `variant`, over the resident split `data`.
+    fn new(variant: Variant, values: &[f32], data: &Resident) -> Result<Self, FusedError> {
+        let (images, labels) = data.buffers().ok_or(FusedError::NotResident)?;
+        let gpu = data.gpu().clone();
         let l = &variant.layout;
-        let convs_empty = variant.convs.is_empty();
-        let floats = |n: usize| gpu.empty(n * size_of::<f32>());
+        let floats = |n: usize| gpu.empty(n.max(1) * size_of::<f32>());
         let convs = variant
             .convs
             .iter()
@@ -151,57 +120,25 @@ impl FusedStep {
                 ConvBuffers {
                     pooled: floats(pooled),
                     winners: floats(pooled),
-                    gradient: floats(l.rows * c.side * c.side * c.outputs),
                 }
             })
             .collect();
+        let image_len = if variant.convs.is_empty() {
+            0
+        } else {
+            l.rows * IMAGE_PIXELS
+        };
         Ok(Self {
             images: images.clone(),
             labels: labels.clone(),
-            params: gpu.upload(&variant.to_device(&values)),
-            moment_1: gpu.upload(&variant.to_device(&moments.first)),
-            moment_2: gpu.upload(&variant.to_device(&moments.second)),
+            params: gpu.upload(&variant.to_device(values)),
             x: floats(l.rows * l.widths[0]),
-            image: floats(if convs_empty {
-                1
-            } else {
-                l.rows * IMAGE_PIXELS
-            }),
             z: floats(l.activations),
-            d: floats(l.activations),
+            image: floats(image_len),
             convs,
-            sums: gpu.upload(&[0f32; 2]),
-            counted: 0,
-            time: moments.time,
-            params_meta,
-            weight_decay: config.weight_decay as f32,
-            label_smoothing: config.label_smoothing as f32,
             gpu,
             variant: Arc::new(variant),
         })
-    }
-
-    /// Starts an epoch's running sums from `sums` over `count` images (zero, or where an
-    /// interrupted epoch stood).
-    pub fn start_epoch(&mut self, sums: [f32; 2], count: usize) {
-        self.sums = self.gpu.upload(&sums);
-        self.counted = count;
-    }
-
-    /// Words of dropout factors in the step buffer: rows (padded) × hidden units, 0 without
-    /// dropout.
-    fn mask_len(&self) -> usize {
-        if self.variant.dropout {
-            self.variant.layout.masks
-        } else {
-            0
-        }
-    }
-
-    /// Bytes sent to the device with each step: the step buffer (settings, image numbers,
-    /// shifts, dropout factors).
-    pub fn upload_bytes(&self) -> usize {
-        (ROWS_AT + 2 * self.variant.layout.rows + self.mask_len()) * size_of::<u32>()
     }
 
     fn launch(&self, kernel: Kernel, workgroup: u32, groups: usize, buffers: &[&Handle]) {
@@ -227,6 +164,7 @@ impl FusedStep {
             Gather,
             DenseForward,
             Head,
+            Eval,
             DenseUpdate,
             ConvForward,
             FeaturesGrad,
@@ -245,12 +183,153 @@ impl FusedStep {
         );
     }
 
+    /// The forward pass up to the first dense layer's pre-activations, for the batch in the
+    /// step buffer `step`: the convolution blocks (gathering the images first), then the
+    /// dense layer (gathering the MLP's images).
+    fn forward(&self, step: &Handle) {
+        let v = &self.variant;
+        let rows = v.layout.rows;
+        let params = &self.params;
+        if !v.convs.is_empty() {
+            let buffers = [step, &self.images, &self.image];
+            self.launch_over(Kernel::Gather, rows * IMAGE_PIXELS / 4, &buffers);
+        }
+        let last = v.convs.len().wrapping_sub(1);
+        for (c, conv) in v.convs.iter().enumerate() {
+            let out = if c == last {
+                &self.x
+            } else {
+                &self.convs[c].pooled
+            };
+            let input = if c == 0 {
+                &self.image
+            } else {
+                &self.convs[c - 1].pooled
+            };
+            let items = rows * conv.pooled() * conv.pooled() * conv.outputs / 4;
+            let buffers = [params, out, &self.convs[c].winners, input];
+            self.launch_over(Kernel::ConvForward(c), items, &buffers);
+        }
+        let groups = rows / 4;
+        let workgroup = v.forward_workgroup();
+        if v.convs.is_empty() {
+            let buffers = [params, &self.x, &self.z, step, &self.images];
+            self.launch(Kernel::DenseForward, workgroup, groups, &buffers);
+        } else {
+            let buffers = [params, &self.x, &self.z];
+            self.launch(Kernel::DenseForward, workgroup, groups, &buffers);
+        }
+    }
+
+    /// The step buffer for the images `indices` (the rest of the rows padding), each moved by
+    /// `shift`, after the settings words `settings` (mlp_layout.wgsl).
+    fn step_words(
+        &self,
+        settings: [u32; ROWS_AT],
+        indices: &[u32],
+        shift: Option<Shift>,
+    ) -> Vec<u32> {
+        let mut words = settings.to_vec();
+        words.extend(batch_rows(
+            indices,
+            self.variant.layout.rows,
+            self.variant.count,
+            shift,
+        ));
+        words
+    }
+}
+
+/// A network being trained by the fused step: weights, Adam's moments and the step's scratch
+/// buffers on the device.
+pub struct FusedStep {
+    net: Net,
+    moment_1: Handle,
+    moment_2: Handle,
+    /// Loss gradients: the dense layers' pre-activations', each convolution's outputs'.
+    d: Handle,
+    gradients: Vec<Handle>,
+    sums: Handle,
+    /// Images counted into `sums`.
+    counted: usize,
+    /// Adam steps taken (burn's `time`).
+    time: usize,
+    /// The model's parameters: id and shape, in module order.
+    params_meta: Vec<ParamMeta>,
+    weight_decay: f32,
+    label_smoothing: f32,
+}
+
+impl FusedStep {
+    /// Takes over `model` and `optimizer` (their values move to the device) to train on the
+    /// resident split `train` in batches of `batch` rows.
+    pub fn new(
+        model: &Model,
+        optimizer: &ModuleOptimizer,
+        config: &TrainConfig,
+        train: &Resident,
+        batch: usize,
+    ) -> Result<Self, FusedError> {
+        let (params_meta, values) = flat_parameters(model)?;
+        let variant = Variant::new(&params_meta, batch, train.len(), config.dropout > 0.0)
+            .map_err(FusedError::Model)?;
+        if let Some(w) = variant.layout.widths[1..]
+            .iter()
+            .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
+        {
+            return Err(FusedError::Model(format!("a hidden layer of {w} units")));
+        }
+        let moments = Moments::of(optimizer, &params_meta)?;
+        let net = Net::new(variant, &values, train)?;
+        let (gpu, v) = (&net.gpu, &net.variant);
+        let rows = v.layout.rows;
+        let gradients = v
+            .convs
+            .iter()
+            .map(|c| gpu.empty(rows * c.side * c.side * c.outputs * size_of::<f32>()))
+            .collect();
+        Ok(Self {
+            gradients,
+            moment_1: gpu.upload(&v.to_device(&moments.first)),
+            moment_2: gpu.upload(&v.to_device(&moments.second)),
+            d: gpu.empty(v.layout.activations * size_of::<f32>()),
+            sums: gpu.upload(&[0f32; 2]),
+            counted: 0,
+            time: moments.time,
+            params_meta,
+            weight_decay: config.weight_decay as f32,
+            label_smoothing: config.label_smoothing as f32,
+            net,
+        })
+    }
+
+    /// Starts an epoch's running sums from `sums` over `count` images (zero, or where an
+    /// interrupted epoch stood).
+    pub fn start_epoch(&mut self, sums: [f32; 2], count: usize) {
+        self.sums = self.net.gpu.upload(&sums);
+        self.counted = count;
+    }
+
+    /// Words of dropout factors in the step buffer: rows (padded) × hidden units, 0 without
+    /// dropout.
+    fn mask_len(&self) -> usize {
+        let v = &self.net.variant;
+        if v.dropout { v.layout.masks } else { 0 }
+    }
+
+    /// Bytes sent to the device with each step: the step buffer (settings, image numbers,
+    /// shifts, dropout factors).
+    pub fn upload_bytes(&self) -> usize {
+        (ROWS_AT + 2 * self.net.variant.layout.rows + self.mask_len()) * size_of::<u32>()
+    }
+
     /// One training step on the images `indices` (at most a batch; the rest is padding), each
     /// moved by `shift` when given, at learning rate `lr`, with the hidden dense layers'
     /// dropout factors `masks` (one `[batch, width]` row-major vector per hidden layer; none
     /// without dropout).
     pub fn step(&mut self, indices: &[u32], shift: Option<Shift>, lr: f64, masks: &[Vec<f32>]) {
-        let v = self.variant.clone();
+        let net = &self.net;
+        let v = net.variant.clone();
         let l = &v.layout;
         let rows = l.rows;
         self.time += 1;
@@ -264,7 +343,7 @@ impl FusedStep {
         } else {
             1.0
         };
-        let mut words = vec![
+        let settings = [
             (lr as f32).to_bits(),
             correction.to_bits(),
             (ADAM_EPSILON * correction2).to_bits(),
@@ -274,7 +353,7 @@ impl FusedStep {
             0,
             0,
         ];
-        words.extend(batch_rows(indices, rows, v.count, shift));
+        let mut words = net.step_words(settings, indices, shift);
         if v.dropout {
             for (mask, width) in masks.iter().zip(&l.widths[1..]) {
                 words.extend(mask.iter().map(|m| m.to_bits()));
@@ -285,79 +364,50 @@ impl FusedStep {
                 ));
             }
         }
-        let step = self.gpu.upload(&words);
-        let (params, m, v2) = (&self.params, &self.moment_1, &self.moment_2);
-        let last = v.convs.len().wrapping_sub(1);
-        if !v.convs.is_empty() {
-            let buffers = [&step, &self.images, &self.image];
-            self.launch_over(Kernel::Gather, rows * IMAGE_PIXELS / 4, &buffers);
-        }
-        for (c, conv) in v.convs.iter().enumerate() {
-            let out = if c == last {
-                &self.x
-            } else {
-                &self.convs[c].pooled
-            };
-            let winners = &self.convs[c].winners;
-            let items = rows * conv.pooled() * conv.pooled() * conv.outputs / 4;
-            let input = if c == 0 {
-                &self.image
-            } else {
-                &self.convs[c - 1].pooled
-            };
-            let buffers = [params, out, winners, input];
-            self.launch_over(Kernel::ConvForward(c), items, &buffers);
-        }
-        let dense_forward = Kernel::DenseForward;
-        let groups = rows / 4;
-        if v.convs.is_empty() {
-            let buffers = [params, &self.x, &self.z, &step, &self.images];
-            self.launch(dense_forward, v.forward_workgroup(), groups, &buffers);
-        } else {
-            let buffers = [params, &self.x, &self.z];
-            self.launch(dense_forward, v.forward_workgroup(), groups, &buffers);
-        }
+        let step = net.gpu.upload(&words);
+        let (params, m, v2) = (&net.params, &self.moment_1, &self.moment_2);
+        net.forward(&step);
         let buffers = [
-            &self.labels,
+            &net.labels,
             &step,
             params,
             m,
             v2,
-            &self.z,
+            &net.z,
             &self.d,
             &self.sums,
         ];
-        self.launch(Kernel::Head, HEAD_WORKGROUP, 1, &buffers);
+        net.launch(Kernel::Head, HEAD_WORKGROUP, 1, &buffers);
         let quads = l.widths[0] / 4;
-        if let Some(top) = self.convs.last() {
-            let buffers = [params, &self.d, &self.x, &top.winners, &top.gradient];
-            self.launch_over(Kernel::FeaturesGrad, rows / 4 * quads, &buffers);
+        let gradient = |c: usize| &self.gradients[c];
+        if let (Some(top), Some(last)) = (net.convs.last(), self.gradients.last()) {
+            let buffers = [params, &self.d, &net.x, &top.winners, last];
+            net.launch_over(Kernel::FeaturesGrad, rows / 4 * quads, &buffers);
         }
-        let buffers = [&step, params, m, v2, &self.x, &self.d];
-        self.launch_over(Kernel::DenseUpdate, v.unit_groups() * quads, &buffers);
+        let buffers = [&step, params, m, v2, &net.x, &self.d];
+        net.launch_over(Kernel::DenseUpdate, v.unit_groups() * quads, &buffers);
         for (c, conv) in v.convs.iter().enumerate().rev() {
-            let here = &self.convs[c];
             if c > 0 {
-                let below = &self.convs[c - 1];
+                let below = &net.convs[c - 1];
                 let blocks = conv.side.div_ceil(2);
                 let items = rows * blocks * blocks * conv.inputs / 4;
                 let buffers = [
                     params,
-                    &here.gradient,
+                    gradient(c),
                     &below.pooled,
                     &below.winners,
-                    &below.gradient,
+                    gradient(c - 1),
                 ];
-                self.launch_over(Kernel::ConvData(c), items, &buffers);
+                net.launch_over(Kernel::ConvData(c), items, &buffers);
             }
             let source = if c == 0 {
-                &self.image
+                &net.image
             } else {
-                &self.convs[c - 1].pooled
+                &net.convs[c - 1].pooled
             };
             let groups = conv.inputs / 4 * 3 * conv.outputs / 4;
-            let buffers = [&step, params, m, v2, &here.gradient, source];
-            self.launch(Kernel::ConvWeights(c), WEIGHTS_WORKGROUP, groups, &buffers);
+            let buffers = [&step, params, m, v2, gradient(c), source];
+            net.launch(Kernel::ConvWeights(c), WEIGHTS_WORKGROUP, groups, &buffers);
         }
         self.counted += indices.len();
     }
@@ -369,21 +419,58 @@ impl FusedStep {
         model: &mut Model,
         config: &TrainConfig,
     ) -> Result<ModuleOptimizer, FusedError> {
-        let v = &self.variant;
-        let values = v.to_burn(&self.gpu.read_f32(&self.params)?);
+        let (gpu, v) = (&self.net.gpu, &self.net.variant);
+        let values = v.to_burn(&gpu.read_f32(&self.net.params)?);
         let moments = Moments {
             time: self.time,
-            first: v.to_burn(&self.gpu.read_f32(&self.moment_1)?),
-            second: v.to_burn(&self.gpu.read_f32(&self.moment_2)?),
+            first: v.to_burn(&gpu.read_f32(&self.moment_1)?),
+            second: v.to_burn(&gpu.read_f32(&self.moment_2)?),
         };
         *model = set_flat_parameters(model.clone(), &values);
         moments.into_optimizer(config, &self.params_meta)
     }
 }
 
+/// Images per evaluation batch: what the generic evaluation takes too.
+const EVAL_ROWS: usize = crate::training::EVAL_BATCH;
+
+/// Loss, accuracy and each image's predicted digit for `model` on the resident split `data`,
+/// with the fused step's forward kernels: no burn kernel to compile or tune, so a run on the
+/// fused step warms up in a fraction of a second once Mesa's shader cache has its kernels.
+pub fn evaluate(model: &Model, data: &Resident) -> Result<(Metrics, Vec<u8>), FusedError> {
+    let (meta, values) = flat_parameters(model)?;
+    let variant = Variant::new(&meta, EVAL_ROWS.min(data.len()), data.len(), false)
+        .map_err(FusedError::Model)?;
+    let net = Net::new(variant, &values, data)?;
+    let rows = net.variant.layout.rows;
+    let results = net.gpu.empty(3 * rows * size_of::<u32>());
+    let (mut loss, mut correct) = (0f64, 0f64);
+    let mut predicted = Vec::with_capacity(data.len());
+    let order: Vec<u32> = (0..data.len() as u32).collect();
+    for chunk in order.chunks(rows) {
+        let step = net.gpu.upload(&net.step_words([0; ROWS_AT], chunk, None));
+        net.forward(&step);
+        let buffers = [&net.labels, &step, &net.params, &net.z, &results];
+        net.launch(Kernel::Eval, HEAD_WORKGROUP, 1, &buffers);
+        let words = net.gpu.read_u32(&results)?;
+        for row in words.chunks(3).take(chunk.len()) {
+            loss += f64::from(f32::from_bits(row[0]));
+            correct += f64::from(row[1]);
+            predicted.push(row[2] as u8);
+        }
+    }
+    let count = data.len();
+    let metrics = Metrics {
+        loss: loss / count as f64,
+        accuracy: correct / count as f64,
+        count,
+    };
+    Ok((metrics, predicted))
+}
+
 impl RunningSums for FusedStep {
     fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
-        match self.gpu.read_f32(&self.sums)?[..] {
+        match self.net.gpu.read_f32(&self.sums)?[..] {
             [loss, correct] => Ok(([loss, correct], self.counted)),
             ref other => Err(ReadError::new(format!(
                 "expected 2 sums, got {}",

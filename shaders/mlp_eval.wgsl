@@ -1,0 +1,46 @@
+// Fused evaluation, last kernel, one workgroup: every dense layer after the first, forward,
+// then each row's cross-entropy, whether its arg-max is the label, and the arg-max itself,
+// into `results` ([ROWS, 3] words: loss as f32 bits, hit 0 or 1, predicted digit; zero for
+// padding rows). The host adds them up. The per-layer passes are those of mlp_head.wgsl.
+
+@group(0) @binding(0) var<storage, read_write> labels: array<u32>;
+@group(0) @binding(1) var<storage, read_write> step: array<u32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> z: array<f32>;
+@group(0) @binding(4) var<storage, read_write> results: array<u32>;
+
+const WORKGROUP: u32 = {{ workgroup }}u;
+
+@compute @workgroup_size({{ workgroup }}, 1, 1)
+fn main(@builtin(local_invocation_index) lane: u32) {
+    // The weights are bound even when no later layer reads them (an MLP without hidden
+    // layers): the pipeline's layout follows the resources the shader uses.
+    _ = &params;
+{{ forward }}
+    for (var row = lane; row < ROWS; row += WORKGROUP) {
+        let at = {{ logits }}u + row * CLASSES;
+        let image = step[ROWS_AT + row];
+        if (image >= COUNT) {
+            results[3u * row] = 0u;
+            results[3u * row + 1u] = 0u;
+            results[3u * row + 2u] = 0u;
+            continue;
+        }
+        let label = labels[image];
+        var top = z[at];
+        var best = 0u;
+        for (var c = 1u; c < CLASSES; c++) {
+            if (z[at + c] > top) {
+                top = z[at + c];
+                best = c;
+            }
+        }
+        var total = 0.0;
+        for (var c = 0u; c < CLASSES; c++) {
+            total += exp(z[at + c] - top);
+        }
+        results[3u * row] = bitcast<u32>(top + log(total) - z[at + label]);
+        results[3u * row + 1u] = select(0u, 1u, best == label);
+        results[3u * row + 2u] = best;
+    }
+}
