@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
-use crate::gather::Resident;
+use crate::gather::{GatherMethod, Resident};
 use crate::metrics::{ReadError, read_floats, read_ints};
 
 /// One batch on the device.
@@ -207,8 +207,11 @@ impl Assembler {
             Self::Host { .. } | Self::Shifted { .. } => {
                 batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
             }
-            // Each row's image number and shift.
-            Self::Resident(..) => 2 * batch_size * size_of::<u32>(),
+            // Each row's image number, and its shift for the WGSL kernel.
+            Self::Resident(resident, _) if resident.method() == GatherMethod::Kernel => {
+                2 * batch_size * size_of::<u32>()
+            }
+            Self::Resident(..) => batch_size * size_of::<u32>(),
         }
     }
 }
