@@ -27,20 +27,9 @@ fn main(@builtin(local_invocation_index) lane: u32) {
             continue;
         }
         let label = labels[image];
-        var top = z[at];
-        var best = 0u;
-        for (var c = 1u; c < CLASSES; c++) {
-            if (z[at + c] > top) {
-                top = z[at + c];
-                best = c;
-            }
-        }
-        var total = 0.0;
-        for (var c = 0u; c < CLASSES; c++) {
-            total += exp(z[at + c] - top);
-        }
-        results[3u * row] = bitcast<u32>(top + log(total) - z[at + label]);
-        results[3u * row + 1u] = select(0u, 1u, best == label);
-        results[3u * row + 2u] = best;
+        let row_logits = read_logits(at);
+        results[3u * row] = bitcast<u32>(row_logits.log_total - z[at + label]);
+        results[3u * row + 1u] = select(0u, 1u, row_logits.best == label);
+        results[3u * row + 2u] = row_logits.best;
     }
 }

@@ -37,19 +37,9 @@ fn main(@builtin(local_invocation_index) lane: u32) {
             continue;
         }
         let label = labels[image];
-        var top = z[at];
-        var best = 0u;
-        for (var c = 1u; c < CLASSES; c++) {
-            if (z[at + c] > top) {
-                top = z[at + c];
-                best = c;
-            }
-        }
-        var total = 0.0;
-        for (var c = 0u; c < CLASSES; c++) {
-            total += exp(z[at + c] - top);
-        }
-        let log_total = top + log(total);
+        let row_logits = read_logits(at);
+        let log_total = row_logits.log_total;
+        let best = row_logits.best;
         loss += log_total - z[at + label];
         if (best == label) {
             hits += 1.0;

@@ -524,8 +524,16 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                     .register("staged", v.layout.widths[0].to_string())
                     .register("workgroup", v.forward_workgroup().to_string())
             }
-            Kernel::Head => v.template(&v.head_source(), Some("f32")),
-            Kernel::Eval => v.template(&v.eval_source(), None),
+            Kernel::Head => {
+                let source =
+                    include_str!("../../shaders/mlp_logits.wgsl").to_string() + &v.head_source();
+                v.template(&source, Some("f32"))
+            }
+            Kernel::Eval => {
+                let source =
+                    include_str!("../../shaders/mlp_logits.wgsl").to_string() + &v.eval_source();
+                v.template(&source, None)
+            }
             Kernel::DenseUpdate => v
                 .template(
                     include_str!("../../shaders/mlp_update.wgsl"),
