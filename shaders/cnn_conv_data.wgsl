@@ -32,17 +32,24 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     for (var ky = 0u; ky < 3u; ky++) {
         for (var kx = 0u; kx < 3u; kx++) {
             let tap = ky * 3u + kx;
+            // Input (y, x) reaches output (y + 1 - ky, x + 1 - kx) through (ky, kx): where
+            // each of the block's four lands (or nowhere, at an edge).
+            var at = array<u32, 4>();
+            var inside = array<bool, 4>();
+            for (var p = 0u; p < 4u; p++) {
+                let yy = i32(2u * by + p / 2u) + 1 - i32(ky);
+                let xx = i32(2u * bx + p % 2u) + 1 - i32(kx);
+                inside[p] = yy >= 0 && xx >= 0 && yy < i32(SIDE_IN) && xx < i32(SIDE_IN);
+                at[p] = select(0u, ((b * SIDE_IN + u32(yy)) * SIDE_IN + u32(xx)) * OC4, inside[p]);
+            }
             for (var o = 0u; o < OC4; o++) {
                 let w0 = params[WEIGHTS + ((4u * q) * 9u + tap) * OC4 + o];
                 let w1 = params[WEIGHTS + ((4u * q + 1u) * 9u + tap) * OC4 + o];
                 let w2 = params[WEIGHTS + ((4u * q + 2u) * 9u + tap) * OC4 + o];
                 let w3 = params[WEIGHTS + ((4u * q + 3u) * 9u + tap) * OC4 + o];
                 for (var p = 0u; p < 4u; p++) {
-                    // Input (y, x) reaches output (y + 1 - ky, x + 1 - kx) through (ky, kx).
-                    let yy = i32(2u * by + p / 2u) + 1 - i32(ky);
-                    let xx = i32(2u * bx + p % 2u) + 1 - i32(kx);
-                    if (yy >= 0 && xx >= 0 && yy < i32(SIDE_IN) && xx < i32(SIDE_IN)) {
-                        let dv = gradient[((b * SIDE_IN + u32(yy)) * SIDE_IN + u32(xx)) * OC4 + o];
+                    if (inside[p]) {
+                        let dv = gradient[at[p] + o];
                         g[p] += vec4<f32>(dot(dv, w0), dot(dv, w1), dot(dv, w2), dot(dv, w3));
                     }
                 }

@@ -396,7 +396,7 @@ pub struct Feed {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepMethod {
-    /// The MLP's step in three hand-written WGSL kernels (shaders/mlp_*.wgsl) where it applies (the MLP, --gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
+    /// The whole step, and evaluation, in a few hand-written WGSL kernels (the MLP's step in 3, the CNN's in 13) where it applies (--gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
     #[default]
     Fused,
     /// burn's autodiff and Adam on the fused wgpu backend: the reference the fused step is tested against
