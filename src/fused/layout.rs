@@ -152,7 +152,7 @@ pub(super) struct Conv {
     /// Input channels, padded to a multiple of 4; how many of them are real.
     pub inputs: usize,
     pub real_inputs: usize,
-    /// Output channels (a multiple of 4).
+    /// Output channels (a multiple of 8: the weight kernel takes them eight at a time).
     pub outputs: usize,
     /// Side of the input (and of the convolution's output); the pooled side is half of it.
     pub side: usize,
@@ -200,7 +200,7 @@ impl Variant {
             };
             match *weights {
                 [outputs, inputs, 3, 3] if dense_base.is_none() && inputs == channels => {
-                    if bias != outputs || outputs % 4 != 0 || side < 2 {
+                    if bias != outputs || outputs % 8 != 0 || side < 2 {
                         return Err(format!("a convolution to {outputs} channels"));
                     }
                     let padded = inputs.div_ceil(4) * 4;
@@ -566,7 +566,7 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                     5,
                 )
                 .register("workgroup", WEIGHTS_WORKGROUP.to_string())
-                .register("partial", (WEIGHTS_WORKGROUP as usize * 13).to_string()),
+                .register("partial", (WEIGHTS_WORKGROUP as usize * 26).to_string()),
             Kernel::FeaturesGrad => {
                 let conv = v.convs[v.convs.len() - 1];
                 v.template(include_str!("../../shaders/cnn_features_grad.wgsl"), None)

@@ -405,7 +405,7 @@ impl FusedStep {
             } else {
                 &net.convs[c - 1].pooled
             };
-            let groups = conv.inputs / 4 * 3 * conv.outputs / 4;
+            let groups = conv.inputs / 4 * 3 * conv.outputs / 8;
             let buffers = [&step, params, m, v2, gradient(c), source];
             net.launch(Kernel::ConvWeights(c), WEIGHTS_WORKGROUP, groups, &buffers);
         }
