@@ -52,17 +52,17 @@ fn main(@builtin(local_invocation_index) lane: u32) {
             d[{{ d_logit }}] = (exp(z[at + c] - log_total) - want) / real;
         }
     }
+    // The batch's sums, added up in a fixed order (one pass by one invocation is cheaper here
+    // than a tree of barriers).
     partial[lane] = vec2<f32>(loss, hits);
     workgroupBarrier();
-    for (var half = WORKGROUP / 2u; half > 0u; half /= 2u) {
-        if (lane < half) {
-            partial[lane] += partial[lane + half];
-        }
-        workgroupBarrier();
-    }
     if (lane == 0u) {
-        sums[0] += partial[0].x;
-        sums[1] += partial[0].y;
+        var total = vec2<f32>(0.0);
+        for (var i = 0u; i < WORKGROUP; i++) {
+            total += partial[i];
+        }
+        sums[0] += total.x;
+        sums[1] += total.y;
     }
     storageBarrier();
 {{ backward }}

@@ -137,12 +137,14 @@ pub struct DeviceArgs {
 pub const DEFAULT_BACKEND: BackendKind = BackendKind::Flex;
 
 impl DeviceArgs {
-    /// The device asked for; `usual` is the backend when `--backend` is not given.
-    fn request(&self, usual: BackendKind) -> DeviceRequest {
+    /// The device asked for; `usual` is the backend when `--backend` is not given; `batched`
+    /// when the run takes the fused step (see [`DeviceRequest::batched`]).
+    fn request(&self, usual: BackendKind, batched: bool) -> DeviceRequest {
         DeviceRequest {
             backend: self.backend.unwrap_or(usual),
             api: self.wgpu_api,
             index: self.device,
+            batched,
         }
     }
 }
@@ -519,8 +521,8 @@ pub fn run(cli: Cli) -> Result<String, Error> {
     }
 }
 
-fn init_device(args: &DeviceArgs, usual: BackendKind) -> Result<ReadyDevice, Error> {
-    let device = backend::init(args.request(usual))?;
+fn init_device(args: &DeviceArgs, usual: BackendKind, batched: bool) -> Result<ReadyDevice, Error> {
+    let device = backend::init(args.request(usual, batched))?;
     let d = &device.info;
     info!(backend = %d.backend, adapter = %d.name, api = %d.api, kind = %d.kind, driver = %d.driver, "device");
     if d.backend == BackendKind::Wgpu && d.kind == "Cpu" {
@@ -608,7 +610,8 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         .starts
         .last()
         .map_or(DEFAULT_BACKEND, |start| start.device.backend);
-    let device = init_device(&args.device, usual)?;
+    let fused = args.step == StepMethod::Fused && args.gather == GatherMethod::Kernel;
+    let device = init_device(&args.device, usual, fused)?;
     let run = match resumed {
         Some(run) => run,
         None => RunDir::create(args.out.as_deref())?,
@@ -919,7 +922,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         Some(n) => mnist.test.slice(0..n.min(mnist.test.len())),
         None => mnist.test,
     };
-    let device = init_device(&args.device, DEFAULT_BACKEND)?;
+    let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
     let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
     let data = Assembler::Host {
         split: test.clone(),
@@ -952,7 +955,7 @@ fn classify(
 }
 
 fn predict(args: &PredictArgs) -> Result<String, Error> {
-    let device = init_device(&args.device, DEFAULT_BACKEND)?;
+    let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
     let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
     let mut lines = Vec::new();
     let mut failed = 0;

@@ -184,6 +184,7 @@ fn wgpu_device() -> burn::tensor::Device {
         backend: trainer::backend::BackendKind::Wgpu,
         api: trainer::backend::WgpuApi::Vulkan,
         index: None,
+        batched: true,
     };
     trainer::backend::init(request).unwrap().device
 }

@@ -36,6 +36,7 @@ fn wgpu() -> Option<Device> {
         backend: BackendKind::Wgpu,
         api: WgpuApi::Vulkan,
         index: None,
+        batched: true,
     };
     match trainer::backend::init(request) {
         Ok(ready) => Some(ready.device),
