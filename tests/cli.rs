@@ -242,6 +242,32 @@ fn learns_on_wgpu_and_agrees_with_the_cpu() {
     );
 }
 
+/// Where the fused step does not apply, one log line says why and burn's generic step trains.
+#[test]
+fn the_generic_step_takes_over_with_a_reason() {
+    if !wgpu_tests_run() {
+        return;
+    }
+    let mut args = vec!["--backend", "wgpu", "--epochs", "1", "--gather", "host"];
+    args.extend([
+        "--train-limit",
+        "64",
+        "--valid-size",
+        "0",
+        "--test-limit",
+        "32",
+    ]);
+    let out = run(trainer(&args).arg("--data-dir").arg(data_dir()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("burn's generic training step"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("--gather ops|host"), "{}", said[0]);
+}
+
 #[test]
 fn cnn_learns_on_the_cpu() {
     let mut args = vec!["--model", "cnn", "--epochs", "1", "--train-limit", "3000"];
@@ -548,6 +574,8 @@ fn help_documents_every_flag() {
         "--label-smoothing",
         "--dropout",
         "--valid-size",
+        "--gather",
+        "--step",
         "--log-format",
         "--log-file",
         "--verbose",
