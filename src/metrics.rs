@@ -67,10 +67,12 @@ impl ReadError {
     }
 }
 
-/// A float tensor's values, read back to the host (one device sync).
+/// A float tensor's values, read back to the host (one device sync). A failure of the work
+/// that computed them (a GPU out of memory, say) is reported here.
 pub fn read_floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ReadError> {
     tensor
-        .into_data()
+        .try_into_data()
+        .map_err(|e| ReadError(format!("{e}")))?
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| ReadError(format!("{e:?}")))
@@ -79,7 +81,8 @@ pub fn read_floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ReadEr
 /// An integer tensor's values, read back to the host (one device sync).
 pub fn read_ints<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>, ReadError> {
     tensor
-        .into_data()
+        .try_into_data()
+        .map_err(|e| ReadError(format!("{e}")))?
         .convert::<i64>()
         .try_to_vec::<i64>()
         .map_err(|e| ReadError(format!("{e:?}")))

@@ -668,15 +668,23 @@ fn fused_step(
     let Some(resident) = resident else {
         return Ok(None);
     };
-    let fused = FusedStep::new(
+    match FusedStep::new(
         &session.model,
         &session.optimizer,
         config,
         resident,
         config.batch_size,
-    )?;
-    debug!(model = %config.model, "fused training step");
-    Ok(Some(fused))
+    ) {
+        Ok(fused) => {
+            debug!(model = %config.model, "fused training step");
+            Ok(Some(fused))
+        }
+        Err(FusedError::Model(why)) => {
+            info!(reason = %why, "burn's generic training step");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One step of burn's generic training: forward (with dropout `masks`), loss, backward,

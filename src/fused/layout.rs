@@ -255,6 +255,20 @@ impl Variant {
         })
     }
 
+    /// Floats in the largest buffer a training step of this variant binds (the first
+    /// convolution's output gradient for the CNN, x or the activations for the MLP).
+    pub fn largest_buffer(&self) -> usize {
+        let l = &self.layout;
+        let convs = self
+            .convs
+            .iter()
+            .map(|c| l.rows * c.side * c.side * c.outputs);
+        convs
+            .chain([l.rows * l.widths[0], l.activations, self.device_params()])
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Length of the parameter buffer.
     pub fn device_params(&self) -> usize {
         self.segments.iter().map(|s| s.device_len()).sum()
@@ -662,6 +676,11 @@ mod tests {
         assert_eq!(device[16], burn[1], "(in 0, tap 1, out 0)");
         assert!(device[9 * 16..4 * 9 * 16].iter().all(|&w| w == 0.0));
         assert_eq!(v.to_burn(&device), burn);
+        assert_eq!(
+            v.largest_buffer(),
+            32 * 28 * 28 * 16,
+            "the first convolution's gradient"
+        );
     }
 
     #[test]

@@ -51,10 +51,24 @@ use state::{flat_parameters, set_flat_parameters};
 /// workgroup, which suits the article's small network and not a wide one.
 pub const MAX_WIDTH: usize = 256;
 
+/// The largest batch the fused step takes: one dispatch of the CNN's first convolution is
+/// then 50,176 workgroups, within the 65,535 a GPU must accept.
+pub const MAX_BATCH: usize = 4096;
+
+/// The largest buffer the fused step binds: WebGPU's guaranteed storage binding size, 128 MiB
+/// (the CNN's first convolution's gradient reaches it near a batch of 2,600).
+const MAX_BUFFER_BYTES: usize = 128 << 20;
+
 /// Why the fused step does not apply, in the words of the log line that says so.
 pub fn unsupported(config: &TrainConfig, gather_kernel: bool) -> Option<String> {
     if !gather_kernel {
         return Some("--gather ops|host are reference paths".into());
+    }
+    if config.batch_size > MAX_BATCH {
+        return Some(format!(
+            "the fused step takes batches of up to {MAX_BATCH} images, not {}",
+            config.batch_size
+        ));
     }
     if config.model == Architecture::Mlp
         && let Some(w) = config.hidden.iter().find(|&&w| w > MAX_WIDTH)
@@ -273,6 +287,14 @@ impl FusedStep {
         let (params_meta, values) = flat_parameters(model)?;
         let variant = Variant::new(&params_meta, batch, train.len(), config.dropout > 0.0)
             .map_err(FusedError::Model)?;
+        let bytes = variant.largest_buffer() * size_of::<f32>();
+        if bytes > MAX_BUFFER_BYTES {
+            return Err(FusedError::Model(format!(
+                "a batch of {batch} needs a {} MiB buffer, past the {} MiB a GPU must bind",
+                bytes >> 20,
+                MAX_BUFFER_BYTES >> 20
+            )));
+        }
         if let Some(w) = variant.layout.widths[1..]
             .iter()
             .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
