@@ -61,6 +61,16 @@ const SUBSET: [&str; 8] = [
     "--train-limit", "10000", "--valid-size", "1000", "--test-limit", "2000", "--seed", "7",
 ];
 
+/// A tiny real subset for a run that only has to get through: 64 training and 64 test images.
+const TINY: [&str; 6] = [
+    "--train-limit",
+    "64",
+    "--valid-size",
+    "0",
+    "--test-limit",
+    "64",
+];
+
 fn train_subset(backend: &str, epochs: &str, extra: &[&str]) -> Output {
     let dir = data_dir();
     let mut args = vec!["--backend", backend, "--epochs", epochs];
@@ -249,14 +259,7 @@ fn the_generic_step_takes_over_with_a_reason() {
         return;
     }
     let mut args = vec!["--backend", "wgpu", "--epochs", "1", "--gather", "host"];
-    args.extend([
-        "--train-limit",
-        "64",
-        "--valid-size",
-        "0",
-        "--test-limit",
-        "32",
-    ]);
+    args.extend(TINY);
     let out = run(trainer(&args).arg("--data-dir").arg(data_dir()));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
@@ -298,14 +301,7 @@ fn cnn_runs_on_wgpu_as_on_the_cpu() {
     }
     let tiny = |backend: &str| {
         let mut args = vec!["--model", "cnn", "--backend", backend, "--epochs", "1"];
-        args.extend([
-            "--train-limit",
-            "64",
-            "--valid-size",
-            "0",
-            "--test-limit",
-            "64",
-        ]);
+        args.extend(TINY);
         let out = run(trainer(&args).arg("--data-dir").arg(data_dir()));
         assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
         result(&out, "test_loss")
