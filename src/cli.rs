@@ -1,6 +1,6 @@
 //! The command line: `train` (the default), `evaluate`, `predict`, `plot`, and what each does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -246,11 +246,11 @@ pub struct TrainArgs {
     pub valid_size: usize,
 
     /// Train on only the first N training images (quick runs)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub train_limit: Option<usize>,
 
     /// Test on only the first N test images (quick runs)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub test_limit: Option<usize>,
 
     /// Stop when validation loss has not improved for N epochs and keep the best epoch's weights [default: off, all epochs run]
@@ -287,9 +287,13 @@ impl TrainArgs {
 /// `trainer evaluate`.
 #[derive(Debug, Clone, Args)]
 pub struct EvaluateArgs {
-    /// The model file (a run's model.model or best.model)
+    /// The model: a model file (a run's model.model or best.model), or a run directory (its final model)
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
+
+    /// With a run directory for --model: its best model by validation accuracy instead of the final one
+    #[arg(long)]
+    pub best: bool,
 
     /// The data.
     #[command(flatten)]
@@ -300,7 +304,7 @@ pub struct EvaluateArgs {
     pub device: DeviceArgs,
 
     /// Evaluate on only the first N test images
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub test_limit: Option<usize>,
 
     /// Print the report as JSON instead of a table
@@ -311,9 +315,13 @@ pub struct EvaluateArgs {
 /// `trainer predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// The model file (a run's model.model or best.model)
+    /// The model: a model file (a run's model.model or best.model), or a run directory (its final model)
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
+
+    /// With a run directory for --model: its best model by validation accuracy instead of the final one
+    #[arg(long)]
+    pub best: bool,
 
     /// Image files to classify
     #[arg(required = true, value_name = "IMAGE")]
@@ -423,6 +431,29 @@ impl Error {
             Error::SweepFlags(_) => 2,
             _ => 1,
         }
+    }
+}
+
+/// A number of images: a whole number of at least 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The model file `--model PATH` names: PATH itself, or for a run directory its final model
+/// (its best one with `--best`).
+fn model_file(path: &Path, best: bool) -> PathBuf {
+    if !path.is_dir() {
+        return path.to_path_buf();
+    }
+    let run = RunDir::at(path);
+    if best {
+        run.best_model()
+    } else {
+        run.final_model()
     }
 }
 
@@ -923,7 +954,8 @@ fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         None => mnist.test,
     };
     let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
-    let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
+    let model_path = model_file(&args.model, args.best);
+    let (model, _) = checkpoint::load_model(&model_path, &device.device)?;
     let data = Assembler::Host {
         split: test.clone(),
         device: device.device.clone(),
@@ -934,7 +966,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         step: StepMethod::Generic,
     };
     let (metrics, predicted) = training::evaluate(&model, &data, &host)?;
-    let report = TestReport::new(&args.model, metrics, &test.labels, &predicted);
+    let report = TestReport::new(&model_path, metrics, &test.labels, &predicted);
     Ok(if args.json {
         serde_json::to_string(&report).unwrap_or_default()
     } else {
@@ -956,7 +988,8 @@ fn classify(
 
 fn predict(args: &PredictArgs) -> Result<String, Error> {
     let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
-    let (model, _) = checkpoint::load_model(&args.model, &device.device)?;
+    let model_path = model_file(&args.model, args.best);
+    let (model, _) = checkpoint::load_model(&model_path, &device.device)?;
     let mut lines = Vec::new();
     let mut failed = 0;
     for path in &args.images {

@@ -33,8 +33,25 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            eprintln!("error: {}", one_line(&anyhow::Error::from(e)));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes in one line, each cause once: an error whose message already
+/// quotes its cause (`path: No such file or directory`) does not get it appended again.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

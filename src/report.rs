@@ -145,7 +145,7 @@ impl RunDir {
     }
 
     /// The file names of a run in `dir`, without looking at what is there.
-    fn at(dir: &Path) -> Self {
+    pub fn at(dir: &Path) -> Self {
         Self {
             path: dir.to_path_buf(),
         }

@@ -430,6 +430,9 @@ pub fn evaluate(
     data: &Assembler,
     feed: &Feed,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
+    if data.is_empty() {
+        return Err(DataError::Split("there are no images to evaluate on".into()).into());
+    }
     if let Assembler::Resident(resident, None) = data
         && resident.method() == GatherMethod::Kernel
         && feed.step == StepMethod::Fused

@@ -517,6 +517,41 @@ fn no_gpu_is_a_clear_error() {
     );
 }
 
+/// An error's cause is printed once, not once by the error and again as its source.
+#[test]
+fn an_error_names_its_cause_once() {
+    let out = run(&mut trainer(&[
+        "evaluate",
+        "--model",
+        "/nonexistent/x.model",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.starts_with("error: /nonexistent/x.model"), "{stderr}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}
+
+/// Nothing to evaluate is refused up front, never reported as a NaN result.
+#[test]
+fn an_empty_evaluation_is_refused() {
+    for args in [
+        &["evaluate", "--model", "x.model", "--test-limit", "0"][..],
+        &["train", "--test-limit", "0"][..],
+        &["train", "--train-limit", "0"][..],
+    ] {
+        let out = run(&mut trainer(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("must be at least 1"), "{stderr}");
+        assert!(!text(&out.stdout).contains("NaN"));
+    }
+}
+
 #[test]
 fn bad_flags_are_refused_by_name() {
     for (args, flag) in [
@@ -692,6 +727,31 @@ fn a_run_directory_keeps_everything() {
     .arg(data_dir()));
     let flex: serde_json::Value = serde_json::from_slice(&flex.stdout).unwrap();
     assert_eq!(flex["metrics"]["accuracy"], report["metrics"]["accuracy"]);
+
+    // The run directory itself names its final model (and with --best its best one).
+    for (extra, file) in [(None, "model.model"), (Some("--best"), "best.model")] {
+        let mut cmd = trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"]);
+        cmd.arg(&out_dir)
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data_dir());
+        let by_dir = run(&mut cmd);
+        assert!(by_dir.status.success(), "{}", text(&by_dir.stderr));
+        let by_dir: serde_json::Value = serde_json::from_slice(&by_dir.stdout).unwrap();
+        assert_eq!(
+            by_dir["model"],
+            out_dir.join(file).to_str().unwrap(),
+            "{extra:?}"
+        );
+    }
+    let by_dir = run(
+        trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"])
+            .arg(&out_dir)
+            .arg("--data-dir")
+            .arg(data_dir()),
+    );
+    let by_dir: serde_json::Value = serde_json::from_slice(&by_dir.stdout).unwrap();
+    assert_eq!(by_dir["metrics"], report["metrics"]);
 
     // The table form names precision, recall and the confusion matrix.
     let table = run(trainer(&["evaluate", "--test-limit", "500", "--model"])
