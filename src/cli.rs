@@ -49,6 +49,112 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+/// Parses the command line: refuses misplaced flags (see [`check_flag_placement`]) and notes
+/// which training flags were given (for `--resume`'s check of the recipe).
+pub fn parse(matches: &clap::ArgMatches) -> Result<Cli, clap::Error> {
+    check_flag_placement(matches)?;
+    let mut cli = Cli::from_arg_matches(matches)?;
+    match (&mut cli.command, matches.subcommand()) {
+        (Some(Command::Train(args)), Some((_, sub))) => args.given = given_flags(sub),
+        (None, _) => cli.train.given = given_flags(matches),
+        _ => {}
+    }
+    Ok(cli)
+}
+
+/// The ids of the training flags written in `matches`.
+fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    let training = TrainArgs::augment_args(clap::Command::new("train"));
+    training
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str())
+        .filter(|id| {
+            matches.try_contains_id(id).unwrap_or(false)
+                && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// Refuses a recipe flag given with `--resume` whose value differs from the run's recorded
+/// one: a resumed run keeps its recipe, and a silently ignored flag would mislead. Flags that
+/// repeat the recorded values pass (a sweep resumes its points that way); `--epochs` and the
+/// device, data, logging and loader flags may change.
+fn check_resumed_recipe(args: &TrainArgs, run: &Path, saved: &TrainConfig) -> Result<(), Error> {
+    let asked = args.train_config();
+    let fields: [(&str, String, String); 14] = [
+        ("model", asked.model.to_string(), saved.model.to_string()),
+        (
+            "hidden",
+            format!("{:?}", asked.hidden),
+            format!("{:?}", saved.hidden),
+        ),
+        (
+            "batch_size",
+            asked.batch_size.to_string(),
+            saved.batch_size.to_string(),
+        ),
+        ("lr", asked.lr.to_string(), saved.lr.to_string()),
+        (
+            "lr_schedule",
+            format!("{:?}", asked.schedule),
+            format!("{:?}", saved.schedule),
+        ),
+        (
+            "augment",
+            asked.augment.to_string(),
+            saved.augment.to_string(),
+        ),
+        (
+            "weight_decay",
+            asked.weight_decay.to_string(),
+            saved.weight_decay.to_string(),
+        ),
+        (
+            "dropout",
+            asked.dropout.to_string(),
+            saved.dropout.to_string(),
+        ),
+        (
+            "label_smoothing",
+            asked.label_smoothing.to_string(),
+            saved.label_smoothing.to_string(),
+        ),
+        ("seed", asked.seed.to_string(), saved.seed.to_string()),
+        (
+            "valid_size",
+            asked.valid_size.to_string(),
+            saved.valid_size.to_string(),
+        ),
+        (
+            "train_limit",
+            format!("{:?}", asked.train_limit),
+            format!("{:?}", saved.train_limit),
+        ),
+        (
+            "test_limit",
+            format!("{:?}", asked.test_limit),
+            format!("{:?}", saved.test_limit),
+        ),
+        (
+            "patience",
+            format!("{:?}", asked.patience),
+            format!("{:?}", saved.patience),
+        ),
+    ];
+    for (id, asked, saved) in fields {
+        if asked != saved && args.given.iter().any(|g| g == id) {
+            return Err(Error::ResumeRecipe {
+                run: run.to_path_buf(),
+                flag: format!("--{}", id.replace('_', "-")),
+                asked,
+                saved,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuses training flags written before a subcommand (`trainer --epochs 3 plot DIR`): they
 /// would be silently ignored. Logging flags (`-v`, `-q`, `--log-*`) may go anywhere.
 pub fn check_flag_placement(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
@@ -272,6 +378,11 @@ pub struct TrainArgs {
     /// The training step on wgpu (CPU backends always take burn's generic step)
     #[arg(long, value_enum, default_value_t = StepMethod::Fused)]
     pub step: StepMethod,
+
+    /// The ids of the flags written on the command line (not defaults): with --resume, those
+    /// of the recipe must repeat the run's recorded values.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 impl TrainArgs {
@@ -415,6 +526,21 @@ pub enum Error {
     /// Some images could not be classified (each was reported).
     #[error("{0} of the images could not be read")]
     Images(usize),
+    /// A recipe flag given with `--resume` differs from the run's recorded value.
+    #[error(
+        "--resume {}: {flag} {asked} differs from the run's recipe ({flag} {saved}); a resumed run keeps its recipe: start a new run with --out to change it",
+        run.display()
+    )]
+    ResumeRecipe {
+        /// The run directory.
+        run: PathBuf,
+        /// The flag.
+        flag: String,
+        /// The value given.
+        asked: String,
+        /// The value recorded.
+        saved: String,
+    },
     /// A resumed run's checkpoint says it is already done.
     #[error(
         "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"
@@ -605,19 +731,29 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
     if args.list_devices {
         return Ok(list_devices(args.device.wgpu_api));
     }
-    // The recipe: new, or the one of the run being resumed.
-    let (resumed, mut run_config) = match &args.resume {
+    // The recipe: new, or the one of the run being resumed. A directory that holds no run
+    // yet (a run killed before it wrote anything) starts over there with the flags given.
+    let resume = args
+        .resume
+        .as_deref()
+        .filter(|dir| !dir.is_dir() || RunDir::is_started(dir));
+    let (resumed, mut run_config) = match resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
             let mut saved = run.read_config()?;
+            check_resumed_recipe(args, dir, &saved.recipe)?;
             if let Some(epochs) = args.epochs {
                 saved.recipe.epochs = epochs as usize;
             }
             (Some(run), saved)
         }
         None => {
-            if let Some(out) = &args.out {
+            let out = args.resume.as_ref().or(args.out.as_ref());
+            if let Some(out) = out {
                 RunDir::ensure_free(out)?;
+            }
+            if let Some(dir) = &args.resume {
+                info!(run = %dir.display(), "nothing was saved there yet: the run starts over");
             }
             let config = RunConfig {
                 trainer_version: env!("CARGO_PKG_VERSION").into(),
@@ -643,19 +779,52 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
         .map_or(DEFAULT_BACKEND, |start| start.device.backend);
     let fused = args.step == StepMethod::Fused && args.gather == GatherMethod::Kernel;
     let device = init_device(&args.device, usual, fused)?;
+    let is_resumed = resumed.is_some();
     let run = match resumed {
         Some(run) => run,
-        None => RunDir::create(args.out.as_deref())?,
+        None => RunDir::create(args.resume.as_deref().or(args.out.as_deref()))?,
     };
-    let mut session = if args.resume.is_some() {
-        let session = checkpoint::load_checkpoint(&run.checkpoint(), &config, &device.device)?;
+    // One process at a time in a run directory; the lock goes when the process does.
+    let _lock = run.lock()?;
+    let checkpoint = run.checkpoint();
+    let mut keeper = Keeper {
+        run: &run,
+        keep: args.keep,
+        patience: config.patience.is_some(),
+        bar: None,
+        show_bar: logging::bar_allowed(&log.options()),
+        batch_size: config.batch_size,
+        last_update: Instant::now(),
+    };
+    let mut session = if is_resumed && checkpoint.is_file() {
+        let session = checkpoint::load_checkpoint(&checkpoint, &config, &device.device)?;
         let done = session.progress.epochs_done();
-        if done >= config.epochs {
+        let over = done >= config.epochs || session.progress.stopped_early.is_some();
+        if over && run.is_complete() {
             return Err(Error::NothingToDo(run.path().to_path_buf(), done));
+        }
+        // A kill between the checkpoint and the files written after it (history, best
+        // models) left them behind the checkpoint: write them again.
+        if done > 0 && session.progress.partial.is_none() {
+            let improved = session
+                .progress
+                .best_val_acc
+                .is_some_and(|(_, e)| e == done);
+            keeper
+                .on_epoch(
+                    &session.model,
+                    &session.optimizer,
+                    &session.progress,
+                    improved,
+                )
+                .map_err(TrainError::Observer)?;
         }
         info!(run = %run.path().display(), epochs_done = done, "resuming");
         session
     } else {
+        if is_resumed {
+            info!(run = %run.path().display(), "no checkpoint was saved yet: the run starts over");
+        }
         Session::new(&config, &device.device).map_err(TrainError::from)?
     };
     run_config.starts.push(Start {
@@ -687,15 +856,6 @@ fn train(args: &TrainArgs, log: &LogArgs) -> Result<String, Error> {
     );
 
     install_interrupt_handler();
-    let mut keeper = Keeper {
-        run: &run,
-        keep: args.keep,
-        patience: config.patience.is_some(),
-        bar: None,
-        show_bar: logging::bar_allowed(&log.options()),
-        batch_size: config.batch_size,
-        last_update: Instant::now(),
-    };
     let outcome = training::train(
         &config,
         &sets,
@@ -891,7 +1051,8 @@ fn sweep_common(flags: &[String]) -> Result<TrainArgs, Error> {
             )));
         }
     }
-    let common = Common::from_arg_matches(&matches).map_err(first_line)?;
+    let mut common = Common::from_arg_matches(&matches).map_err(first_line)?;
+    common.train.given = given_flags(&matches);
     Ok(common.train)
 }
 

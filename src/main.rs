@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
-use trainer::cli::{Cli, check_flag_placement, run};
+use clap::CommandFactory;
+use trainer::cli::{Cli, parse, run};
 
 fn main() -> ExitCode {
     // burn materialises loaded optimizer state on its default device, which is the GPU when
@@ -19,10 +19,7 @@ fn main() -> ExitCode {
         eprintln!("error: internal error (please report): {info}");
     }));
     let matches = Cli::command().get_matches();
-    if let Err(e) = check_flag_placement(&matches) {
-        e.exit();
-    }
-    let cli = match Cli::from_arg_matches(&matches) {
+    let cli = match parse(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };

@@ -35,6 +35,11 @@ pub enum ReportError {
         "--out {0}: already holds a run (continue it with `trainer train --resume {0}`, or choose another --out)"
     )]
     Exists(PathBuf),
+    /// Another process works in the run directory.
+    #[error(
+        "{0}: another trainer process is working in this run directory (it holds {0}/.lock); wait for it or stop it"
+    )]
+    Busy(PathBuf),
     /// `--resume` or `plot` names something that is not a run directory.
     #[error("{path}: not a run directory ({why})")]
     NotARun {
@@ -60,6 +65,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     }
 }
 
+/// A run directory held by this process (see [`RunDir::lock`]).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Removes the temporary files a killed process left behind in `dir` (the atomic writes'
+/// `.NAME.tmp-PID`); best effort.
+fn remove_temporaries(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// A run directory and the names of the files in it.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -73,6 +98,7 @@ impl RunDir {
         if let Some(out) = out {
             Self::ensure_free(out)?;
             std::fs::create_dir_all(out).map_err(io(out))?;
+            remove_temporaries(out);
             return Ok(Self {
                 path: out.to_path_buf(),
             });
@@ -117,16 +143,32 @@ impl RunDir {
                 why: "no config.json".into(),
             });
         }
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') && name.contains(".tmp-") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        remove_temporaries(path);
         Ok(run)
+    }
+
+    /// Takes the run directory for this process: a second process that tries (a resume of a
+    /// run still going, the same sweep started twice) gets [`ReportError::Busy`]. The lock is
+    /// the operating system's on `.lock` and goes with the process, however it ends.
+    pub fn lock(&self) -> Result<RunLock, ReportError> {
+        let path = self.path.join(".lock");
+        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ReportError::Busy(self.path.clone())),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Whether the run has everything a finished run has: its final model, test result and
+    /// plots. A run killed after its last epoch lacks some, and a resume makes them.
+    pub fn is_complete(&self) -> bool {
+        let mut needed = vec![self.final_model(), self.test()];
+        needed.extend(["confusion"].map(|p| self.plot(p).with_extension("png")));
+        if self.history_jsonl().is_file() {
+            needed.push(self.plot("learning_curves").with_extension("png"));
+        }
+        needed.iter().all(|p| p.is_file())
     }
 
     /// The directory.

@@ -256,6 +256,11 @@ pub struct Progress {
     pub best_val_acc: Option<(f64, usize)>,
     /// Lowest validation loss so far and its epoch (early stopping).
     pub best_val_loss: Option<(f64, usize)>,
+    /// Early stopping ended the run after its last epoch; the best epoch by validation loss
+    /// (its weights are the run's `best-loss.model`). Recorded in the checkpoint, so a run
+    /// killed before its test pass finishes rather than trains on.
+    #[serde(default)]
+    pub stopped_early: Option<usize>,
 }
 
 impl Progress {
@@ -266,6 +271,7 @@ impl Progress {
             partial: None,
             best_val_acc: None,
             best_val_loss: None,
+            stopped_early: None,
         }
     }
 
@@ -470,6 +476,10 @@ pub fn train(
     session: &mut Session,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, TrainError> {
+    if let Some(best) = session.progress.stopped_early {
+        let epoch = session.progress.epochs_done();
+        return Ok(Outcome::EarlyStopped { epoch, best });
+    }
     let _flush = FlushSubnormals::new();
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
@@ -614,6 +624,7 @@ pub fn train(
             }
         }
         p.history.push(record);
+        p.stopped_early = stop_early;
         // Read /proc only when the event will be seen.
         if tracing::enabled!(tracing::Level::DEBUG)
             && let Some(rss_mb) = resident_mb()

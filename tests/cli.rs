@@ -1004,6 +1004,190 @@ fn interrupted_then_resumed_equals_straight_through_on(backend: &str, extra: &[&
     }
 }
 
+/// What a run leaves that must come out the same however it got there: the history without
+/// timings, the test metrics, and the final weights (the model file's parameters; the file's
+/// bytes also hold parameter ids, which are drawn anew in every process).
+fn run_result(dir: &Path) -> (Vec<serde_json::Value>, serde_json::Value, Vec<Vec<f32>>) {
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("test.json")).unwrap()).unwrap();
+    let (model, _) =
+        trainer::checkpoint::load_model(&dir.join("model.model"), &burn::tensor::Device::flex())
+            .unwrap();
+    (
+        history_without_times(dir),
+        test["metrics"].clone(),
+        model.parameters().unwrap(),
+    )
+}
+
+/// Killed with SIGKILL at moments drawn from a fixed seed (before its directory exists,
+/// before its first checkpoint, mid-epoch, while writing, between its last epoch and the test
+/// pass, while plotting …) and started again each time with the same command, a run ends with
+/// the weights, history and test result of one that ran straight through, to the bit; early
+/// stopping included.
+#[test]
+fn a_run_killed_anywhere_resumes_to_the_straight_result() {
+    use rand::{RngExt, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    #[rustfmt::skip]
+    let recipes: [&[&str]; 2] = [
+        &["--epochs", "6", "--train-limit", "20000", "--valid-size", "2000", "--test-limit", "2000",
+          "--seed", "5", "--keep", "all", "--dropout", "0.1"],
+        &["--epochs", "30", "--train-limit", "20000", "--valid-size", "2000", "--test-limit", "2000",
+          "--seed", "5", "--lr", "0.05", "--patience", "2"],
+    ];
+    for (r, recipe) in recipes.iter().enumerate() {
+        let straight = tmp.path().join(format!("straight-{r}"));
+        let started = std::time::Instant::now();
+        let out = run(trainer(&["train", "-q", "--out"])
+            .arg(&straight)
+            .args(*recipe)
+            .arg("--data-dir")
+            .arg(data_dir()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        // Kill moments: fractions of the straight run's time, from the seed.
+        let whole = started.elapsed();
+        let dir = tmp.path().join(format!("killed-{r}"));
+        let mut kills = 0;
+        for attempt in 0.. {
+            let mut cmd = trainer(&["train", "-q"]);
+            // The same command each time: --resume once the directory exists.
+            cmd.arg(if dir.exists() { "--resume" } else { "--out" })
+                .arg(&dir)
+                .args(*recipe)
+                .arg("--data-dir")
+                .arg(data_dir())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            // Thirty attempts are killed if they are not done by then, each within the first
+            // half of a whole run's time (so most are); the next runs to the end.
+            let deadline = (attempt < 30)
+                .then(|| std::time::Instant::now() + whole.mul_f64(rng.random_range(0.0..0.5)));
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            };
+            match status {
+                Some(status) => {
+                    let mut stderr = String::new();
+                    use std::io::Read;
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stderr)
+                        .unwrap();
+                    assert!(status.success(), "after {kills} kills: {stderr}");
+                    break;
+                }
+                None => {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    kills += 1;
+                }
+            }
+        }
+        eprintln!("recipe {r}: {kills} kills in runs of {whole:?}");
+        assert!(kills >= 2, "recipe {r}: only {kills} kills in {whole:?}");
+        let (got, want) = (run_result(&dir), run_result(&straight));
+        assert_eq!(got.0, want.0, "recipe {r}, {kills} kills: history");
+        assert_eq!(got.1, want.1, "recipe {r}, {kills} kills: test result");
+        assert!(got.2 == want.2, "recipe {r}, {kills} kills: final weights");
+        if r == 1 {
+            assert!(want.0.len() < 30, "recipe 1 stops early");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+/// Two processes never work in one run directory: the second is refused, clearly.
+#[test]
+fn a_run_directory_takes_one_process_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut first = trainer(&["train", "-q", "--epochs", "30", "--out"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !dir.join("config.json").is_file() {
+        assert!(start.elapsed().as_secs() < 60, "the run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = run(trainer(&["train", "--resume"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(data_dir()));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.contains("another trainer process is working in this run directory"),
+        "{stderr}"
+    );
+    // With the first one gone, the run continues.
+    let resumed = run(trainer(&["train", "-q", "--resume"])
+        .arg(&dir)
+        .arg("--epochs")
+        .arg("1")
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+}
+
+/// A recipe flag that contradicts the run's recipe is refused on --resume, naming it; flags
+/// that repeat it pass.
+#[test]
+fn resume_refuses_a_different_recipe_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let recipe = ["--epochs", "1", "--train-limit", "500", "--lr", "0.002"];
+    let small = ["--valid-size", "100", "--test-limit", "100"];
+    let first = run(trainer(&["train", "-q", "--out"])
+        .arg(&dir)
+        .args(recipe)
+        .args(small)
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let changed = run(trainer(&["train", "--resume"])
+        .arg(&dir)
+        .args(["--epochs", "2", "--lr", "0.5"])
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert_eq!(changed.status.code(), Some(1));
+    let stderr = text(&changed.stderr);
+    assert!(
+        stderr.contains("--lr 0.5 differs from the run's recipe (--lr 0.002)"),
+        "{stderr}"
+    );
+    let same = run(trainer(&["train", "-q", "--resume"])
+        .arg(&dir)
+        .args(["--epochs", "2", "--prefetch", "0"])
+        .args(recipe.iter().skip(2))
+        .args(small)
+        .arg("--data-dir")
+        .arg(data_dir()));
+    assert!(same.status.success(), "{}", text(&same.stderr));
+}
+
 #[test]
 fn a_second_interrupt_exits_at_once_and_the_checkpoint_still_loads() {
     let tmp = tempfile::tempdir().unwrap();
