@@ -139,13 +139,27 @@ pub enum IdxError {
         /// Columns per image.
         cols: usize,
     },
-    /// The body is shorter or longer than the header says.
+    /// The body is shorter than the header says.
     #[error("header promises {expected} bytes of data, file holds {found}")]
     WrongLength {
         /// Bytes the dimensions call for.
         expected: u64,
         /// Bytes present.
         found: u64,
+    },
+    /// More bytes follow the data the header promises.
+    #[error("data continues past the {expected} bytes the header promises")]
+    TrailingData {
+        /// Bytes the dimensions call for.
+        expected: u64,
+    },
+    /// The header promises more data than any file of this kind holds.
+    #[error(
+        "header promises {expected} bytes of data, more than the {MAX_FILE_BYTES} of any MNIST-like file"
+    )]
+    TooLarge {
+        /// Bytes the dimensions call for.
+        expected: u64,
     },
 }
 
@@ -162,74 +176,101 @@ pub struct Idx {
 ///
 /// Never panics: any input that is not a well-formed IDX file gives an [`IdxError`].
 pub fn parse_idx(bytes: &[u8]) -> Result<Idx, IdxError> {
-    let truncated = IdxError::TruncatedHeader { len: bytes.len() };
-    let magic: [u8; 4] = bytes
-        .get(..4)
-        .and_then(|m| m.try_into().ok())
-        .ok_or_else(|| truncated.clone())?;
+    match read_idx(&mut &bytes[..]) {
+        Ok(idx) => Ok(idx),
+        Err(IdxRead::Format(e)) => Err(e),
+        // Reading a byte slice cannot fail.
+        Err(IdxRead::Io(e)) => unreachable!("reading from memory: {e}"),
+    }
+}
+
+/// What stops reading an IDX stream.
+enum IdxRead {
+    /// The bytes are not a well-formed IDX file.
+    Format(IdxError),
+    /// The stream itself failed (a file, a gzip decoder).
+    Io(std::io::Error),
+}
+
+/// Reads an IDX file of unsigned bytes from `reader`: the header, then exactly the data it
+/// promises, then one byte more to tell trailing data. Memory grows with the data that is
+/// there, never beyond what the header promises.
+fn read_idx(reader: &mut impl Read) -> Result<Idx, IdxRead> {
+    let io = IdxRead::Io;
+    let format = IdxRead::Format;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(reader, &mut magic).map_err(io)?;
+    if n < 4 {
+        return Err(format(IdxError::TruncatedHeader { len: n }));
+    }
     if magic[0] != 0 || magic[1] != 0 {
-        return Err(IdxError::BadMagic { magic });
+        return Err(format(IdxError::BadMagic { magic }));
     }
     if magic[2] != IDX_U8 {
-        return Err(IdxError::UnsupportedType(magic[2]));
+        return Err(format(IdxError::UnsupportedType(magic[2])));
     }
     let ndim = usize::from(magic[3]);
-    let header_len = 4 + 4 * ndim;
-    let header = bytes.get(4..header_len).ok_or(truncated)?;
+    let mut header = vec![0u8; 4 * ndim];
+    let n = read_up_to(reader, &mut header).map_err(io)?;
+    if n < header.len() {
+        return Err(format(IdxError::TruncatedHeader { len: 4 + n }));
+    }
     let dims: Vec<usize> = header
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let body = &bytes[header_len..];
     // u64 arithmetic with saturation: a hostile header cannot overflow the product.
     let expected = dims
         .iter()
         .fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
-    if expected != body.len() as u64 {
-        return Err(IdxError::WrongLength {
-            expected,
-            found: body.len() as u64,
-        });
+    if expected > MAX_FILE_BYTES {
+        return Err(format(IdxError::TooLarge { expected }));
     }
-    Ok(Idx {
-        dims,
-        data: body.to_vec(),
-    })
+    // Capacity for an MNIST training file up front; a hostile header gets no more than that
+    // until its data actually arrives.
+    let mut data = Vec::with_capacity(expected.min(64 << 20) as usize);
+    reader.take(expected).read_to_end(&mut data).map_err(io)?;
+    if (data.len() as u64) < expected {
+        return Err(format(IdxError::WrongLength {
+            expected,
+            found: data.len() as u64,
+        }));
+    }
+    if read_up_to(reader, &mut [0u8; 1]).map_err(io)? > 0 {
+        return Err(format(IdxError::TrailingData { expected }));
+    }
+    Ok(Idx { dims, data })
 }
 
-/// Reads a file whole, decompressing it when it starts with the gzip magic.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
+/// Reads the IDX file at `path`, decompressing it when it starts with the gzip magic.
+fn read_idx_path(path: &Path) -> Result<Idx, DataError> {
     let io_err = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
+    let format = |problem| DataError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
     let mut file = BufReader::new(File::open(path).map_err(io_err)?);
     let mut head = [0u8; 2];
     let n = read_up_to(&mut file, &mut head).map_err(io_err)?;
-    let mut out = head[..n].to_vec();
-    if n == 2 && head == [0x1f, 0x8b] {
-        out.clear();
-        let chained = std::io::Cursor::new(head).chain(file);
-        GzDecoder::new(chained)
-            .take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                io_err(std::io::Error::new(
-                    e.kind(),
-                    format!("corrupt or truncated gzip data: {e}"),
-                ))
-            })?;
+    let chained = std::io::Cursor::new(head[..n].to_vec()).chain(file);
+    let read = if n == 2 && head == [0x1f, 0x8b] {
+        read_idx(&mut GzDecoder::new(chained)).map_err(|e| match e {
+            IdxRead::Io(e) => IdxRead::Io(std::io::Error::new(
+                e.kind(),
+                format!("corrupt or truncated gzip data: {e}"),
+            )),
+            other => other,
+        })
     } else {
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(io_err)?;
-    }
-    if out.len() as u64 > MAX_FILE_BYTES {
-        return Err(io_err(std::io::Error::other(format!(
-            "larger than {MAX_FILE_BYTES} bytes: not an MNIST file"
-        ))));
-    }
-    Ok(out)
+        read_idx(&mut { chained })
+    };
+    read.map_err(|e| match e {
+        IdxRead::Format(problem) => format(problem),
+        IdxRead::Io(e) => io_err(e),
+    })
 }
 
 /// Reads into `buf` until it is full or the reader is exhausted; returns the bytes read.
@@ -262,7 +303,7 @@ pub fn read_idx_file(path: &Path, rank: usize) -> Result<Idx, DataError> {
         path: path.to_path_buf(),
         problem,
     };
-    let idx = parse_idx(&read_maybe_gzip(path)?).map_err(format)?;
+    let idx = read_idx_path(path)?;
     if idx.dims.len() != rank {
         return Err(format(IdxError::WrongRank {
             found: idx.dims.len(),
@@ -481,16 +522,41 @@ mod tests {
         );
         assert_eq!(
             parse_idx(&idx_bytes(&[2], &[1, 2, 3])),
-            Err(IdxError::WrongLength {
-                expected: 2,
-                found: 3
-            })
+            Err(IdxError::TrailingData { expected: 2 })
         );
-        // A header whose product overflows usize on any platform still gives an error.
+        // A header whose product overflows usize on any platform still gives an error, before
+        // anything is allocated for it.
         assert!(matches!(
             parse_idx(&idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[])),
-            Err(IdxError::WrongLength { .. })
+            Err(IdxError::TooLarge { .. })
         ));
+    }
+
+    /// A file is read no further than its header promises (and one byte to tell trailing
+    /// data): a valid header followed by a gigabyte of gzip stream costs its promised bytes, not
+    /// the gigabyte.
+    #[test]
+    fn reading_stops_at_what_the_header_promises() {
+        struct Endless(u64);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0 += buf.len() as u64;
+                buf.fill(7);
+                Ok(buf.len())
+            }
+        }
+        let header = idx_bytes(&[3, 5], &[]);
+        let mut reader = std::io::Cursor::new(header).chain(Endless(0));
+        let Err(IdxRead::Format(e)) = read_idx(&mut reader) else {
+            panic!("trailing data was accepted");
+        };
+        assert_eq!(e, IdxError::TrailingData { expected: 15 });
+        let (_, endless) = reader.into_inner();
+        assert!(
+            endless.0 <= 15 + 8192,
+            "read {} bytes past the header",
+            endless.0
+        );
     }
 
     #[test]
