@@ -39,6 +39,37 @@ impl Architecture {
             Self::Cnn => 10,
         }
     }
+
+    /// How many parameters the network has with these hidden widths (the MLP's; the CNN has
+    /// none to choose), saturating rather than overflowing on absurd widths: a model file's
+    /// header is checked against its weights with it before anything is built.
+    pub fn parameter_count(self, hidden: &[usize]) -> u64 {
+        let dense = |widths: &[u64]| {
+            widths.windows(2).fold(0u64, |acc, w| {
+                acc.saturating_add(w[0].saturating_add(1).saturating_mul(w[1]))
+            })
+        };
+        match self {
+            Self::Mlp => {
+                let widths: Vec<u64> = std::iter::once(IMAGE_PIXELS)
+                    .chain(hidden.iter().copied())
+                    .chain(std::iter::once(NUM_CLASSES))
+                    .map(|w| w as u64)
+                    .collect();
+                dense(&widths)
+            }
+            Self::Cnn => {
+                let mut count = 0u64;
+                let mut channels = 1u64;
+                for out in CNN_CHANNELS.map(|c| c as u64) {
+                    count += (channels * 9 + 1) * out;
+                    channels = out;
+                }
+                let side = (IMAGE_SIDE >> CNN_CHANNELS.len()) as u64;
+                count + dense(&[channels * side * side, CNN_DENSE as u64, NUM_CLASSES as u64])
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Architecture {
@@ -328,6 +359,10 @@ mod tests {
         assert_eq!(model.widths(), vec![784, 30, 10, 10]);
         // 784·30+30 + 30·10+10 + 10·10+10 parameters, as Keras' summary counts them.
         assert_eq!(model.num_params(), 23_550 + 310 + 110);
+        assert_eq!(
+            Architecture::Mlp.parameter_count(&[30, 10]),
+            model.num_params() as u64
+        );
         let logits = model.forward(Tensor::zeros([5, 784], &device));
         assert_eq!(logits.dims(), [5, 10]);
     }
@@ -420,6 +455,10 @@ mod tests {
         // 3·3 kernels: 1→16, 16→32, 32→64, then 576→128 and 128→10, with biases.
         let convs = (9 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64);
         assert_eq!(a.num_params(), convs + 576 * 128 + 128 + 128 * 10 + 10);
+        assert_eq!(
+            Architecture::Cnn.parameter_count(&[]),
+            a.num_params() as u64
+        );
         let x = Tensor::<2>::ones([2, 784], &device);
         let (ya, yb) = (a.forward(x.clone()), b.forward(x));
         assert_eq!(
