@@ -2,10 +2,12 @@
 //! dark (inverted when the background is light), the digit's box scaled to fit 20 × 20,
 //! placed in a 28 × 28 field with its centre of mass at the centre.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{GrayImage, Luma};
+use image::{GrayImage, ImageReader, Limits, Luma};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 
@@ -44,22 +46,84 @@ pub enum ImageError {
     /// The image is uniform: there is no digit in it.
     #[error("{0}: blank image, no digit found")]
     Blank(PathBuf),
+    /// The image is zero pixels wide or tall.
+    #[error("{0}: the image has no pixels")]
+    NoPixels(PathBuf),
+    /// The image has more pixels than `trainer` decodes (a decompression bomb, or a photo far
+    /// larger than a digit needs).
+    #[error("{path}: {width} × {height} pixels, past the limit of {MAX_PICTURE_PIXELS} pixels")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its width in pixels.
+        width: u32,
+        /// Its height in pixels.
+        height: u32,
+    },
 }
+
+impl ImageError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::Decode { path, .. } | Self::TooLarge { path, .. } => path,
+            Self::Empty(path) | Self::Blank(path) | Self::NoPixels(path) => path,
+        }
+    }
+}
+
+/// The most pixels a picture may have: 2^25, about 33.5 megapixels (an 8K frame, 7680 × 4320,
+/// fits). Past it a picture is refused from its header, before anything is decoded, so a small
+/// file that unpacks to gigapixels (a decompression bomb) costs nothing.
+pub const MAX_PICTURE_PIXELS: u64 = 1 << 25;
+
+/// The decoder's own allocation limit: the largest picture at 16 bits in four channels.
+const MAX_DECODE_BYTES: u64 = MAX_PICTURE_PIXELS * 8;
 
 /// Reads an image file of any common format (by content, not by name) and turns it into 784
 /// MNIST-like pixels in [0, 1].
+///
+/// The file is streamed, never read whole; its size in pixels is checked against
+/// [`MAX_PICTURE_PIXELS`] from its header before it is decoded.
 pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+    let io = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    if bytes.is_empty() {
-        return Err(ImageError::Empty(path.to_path_buf()));
-    }
-    let decoded = image::load_from_memory(&bytes).map_err(|e| ImageError::Decode {
+    };
+    let decode = |e: image::ImageError| ImageError::Decode {
         path: path.to_path_buf(),
         why: e.to_string(),
-    })?;
+    };
+    let open = || -> Result<ImageReader<BufReader<File>>, ImageError> {
+        let file = File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.len() == 0 {
+            return Err(ImageError::Empty(path.to_path_buf()));
+        }
+        ImageReader::new(BufReader::new(file))
+            .with_guessed_format()
+            .map_err(io)
+    };
+    let (width, height) = open()?.into_dimensions().map_err(decode)?;
+    if width == 0 || height == 0 {
+        return Err(ImageError::NoPixels(path.to_path_buf()));
+    }
+    if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+        });
+    }
+    let mut reader = open()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(decode)?;
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return Err(ImageError::NoPixels(path.to_path_buf()));
+    }
     // Transparent areas count as paper: composite over white before going gray.
     let rgba = decoded.to_rgba8();
     let gray = GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
@@ -71,9 +135,13 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
     mnist_like(&gray).ok_or_else(|| ImageError::Blank(path.to_path_buf()))
 }
 
-/// Preprocesses a grayscale picture as MNIST's were; `None` when it holds no digit.
+/// Preprocesses a grayscale picture as MNIST's were; `None` when it holds no digit (an image
+/// without pixels included).
 pub fn mnist_like(gray: &GrayImage) -> Option<Vec<f32>> {
     let (w, h) = gray.dimensions();
+    if w == 0 || h == 0 {
+        return None;
+    }
     // The background is what the border mostly is; a light one means dark ink: invert.
     let mut border: Vec<u8> = (0..w)
         .flat_map(|x| [gray.get_pixel(x, 0)[0], gray.get_pixel(x, h - 1)[0]])
@@ -200,5 +268,98 @@ mod tests {
             load_digit(&dir.path().join("missing.png")),
             Err(ImageError::Io { .. })
         ));
+    }
+
+    /// A PNG file of just a header (signature, IHDR, an empty IDAT, IEND) claiming `width` × `height`.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            c.extend_from_slice(&body);
+            c.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+            c
+        };
+        let mut ihdr = width.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &ihdr));
+        // An empty zlib stream: the pixels are missing, the header is whole.
+        png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0, 0, 0, 0, 1]));
+        png.extend(chunk(b"IEND", &[]));
+        png
+    }
+
+    /// A file that claims gigapixels is refused from its header, at once; one without pixels
+    /// and one of a single pixel get their own clear errors.
+    #[test]
+    fn bombs_empty_and_single_pixel_pictures_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bomb = dir.path().join("bomb.png");
+        std::fs::write(&bomb, png_header(100_000, 100_000)).unwrap();
+        let err = load_digit(&bomb).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string().contains("bomb.png: 100000 × 100000 pixels"),
+            "{err}"
+        );
+        let zero = dir.path().join("zero.png");
+        std::fs::write(&zero, png_header(0, 5)).unwrap();
+        let err = load_digit(&zero).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&zero.display().to_string()),
+            "{err}"
+        );
+        assert!(mnist_like(&GrayImage::new(0, 5)).is_none());
+        assert!(mnist_like(&GrayImage::new(5, 0)).is_none());
+        let one = dir.path().join("one.png");
+        GrayImage::from_pixel(1, 1, Luma([200])).save(&one).unwrap();
+        assert!(matches!(load_digit(&one), Err(ImageError::Blank(_))));
+    }
+
+    proptest::proptest! {
+        /// Random bytes under a picture's name give an error naming the file, never a panic.
+        #[test]
+        fn random_bytes_are_an_error_naming_the_file(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            png in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("noise.png");
+            let mut data = if png { png_header(3, 3) } else { vec![] };
+            data.extend_from_slice(&bytes);
+            std::fs::write(&path, &data).unwrap();
+            if let Err(e) = load_digit(&path) {
+                proptest::prop_assert_eq!(e.path(), path.as_path());
+                proptest::prop_assert!(e.to_string().contains("noise.png"));
+            }
+        }
+
+        /// Any small picture, of any shape down to one pixel, gives 784 pixels in [0, 1] or
+        /// "no digit", never a panic.
+        #[test]
+        fn any_small_picture_is_a_digit_or_blank(
+            width in 1u32..9,
+            height in 1u32..9,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let mut state = seed;
+            let picture = GrayImage::from_fn(width, height, |_, _| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                Luma([(state >> 56) as u8])
+            });
+            if let Some(field) = mnist_like(&picture) {
+                proptest::prop_assert_eq!(field.len(), IMAGE_PIXELS);
+                proptest::prop_assert!(field.iter().all(|v| (0.0..=1.0).contains(v)));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("small.png");
+            picture.save(&path).unwrap();
+            match load_digit(&path) {
+                Ok(field) => proptest::prop_assert_eq!(field.len(), IMAGE_PIXELS),
+                Err(e) => proptest::prop_assert!(matches!(e, ImageError::Blank(_)), "{}", e),
+            }
+        }
     }
 }
