@@ -5,6 +5,8 @@
 //! Needs real MNIST and a Vulkan driver (see tests/cli.rs); without a driver the tests fail
 //! under `TRAINER_REQUIRE_WGPU=1` (CI) and are skipped, saying so, otherwise.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,9 +43,7 @@ fn wgpu() -> Option<Device> {
     match trainer::backend::init(request) {
         Ok(ready) => Some(ready.device),
         Err(e) if std::env::var_os("TRAINER_REQUIRE_WGPU").is_none() => {
-            eprintln!(
-                "SKIPPED: no wgpu device ({e}); set TRAINER_REQUIRE_WGPU=1 to make this fail"
-            );
+            common::skipped(&format!("no wgpu device ({e})"));
             None
         }
         Err(e) => panic!("TRAINER_REQUIRE_WGPU is set and there is no wgpu device: {e}"),

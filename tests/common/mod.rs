@@ -1,0 +1,16 @@
+//! Helpers shared by the integration tests.
+
+use std::io::Write;
+
+/// Says, in the test run's own output, that the calling test was skipped and why.
+///
+/// libtest captures `print!`/`eprint!` of a passing test and shows nothing, so a skipped test
+/// would read as a plain `ok`; a write to the stderr handle itself is not captured.
+pub fn skipped(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} (set TRAINER_REQUIRE_WGPU=1 to make this fail)"
+    );
+}
