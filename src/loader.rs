@@ -246,6 +246,13 @@ enum Source {
 #[error("the batch loader thread failed: {0}")]
 pub struct LoaderError(String);
 
+impl LoaderError {
+    /// A pass that gave fewer batches than it was started with, without another error.
+    pub(crate) fn short(done: usize, expected: usize) -> Self {
+        Self(format!("the pass ended after {done} of {expected} batches"))
+    }
+}
+
 impl Loader {
     /// Starts a pass in `order`, in batches of `batch_size`, built `ahead` batches in advance on
     /// a background thread (`ahead` = 0: built on demand on the caller's thread). Batches
@@ -436,5 +443,22 @@ mod tests {
         let mut loader = Loader::new(host, (0..50).collect(), 1, 1);
         assert!(loader.next().is_some());
         drop(loader); // must not hang
+    }
+
+    /// A loader thread that fails mid-pass ends the iteration and is reported by `finish`: a
+    /// pass is never silently short.
+    #[test]
+    fn a_failing_loader_thread_is_reported() {
+        let host = Assembler::Host {
+            split: split(5),
+            device: Device::flex(),
+        };
+        // Image 99 does not exist: the thread panics on the third group.
+        let order: Vec<u32> = (0..5).cycle().take(600).chain([99]).collect();
+        let mut loader = Loader::new(host, order, 1, 2);
+        let got = loader.by_ref().count();
+        assert!(got < 601, "{got} batches");
+        let err = loader.finish().unwrap_err().to_string();
+        assert!(err.contains("the batch loader thread failed"), "{err}");
     }
 }
