@@ -345,118 +345,82 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Subnormal floats flushed to zero on this thread while the guard lives, and on the worker
-/// threads of rayon's global pool (burn's CPU backends run their larger kernels there) for good.
+/// Runs `work` with subnormal floats flushed to zero: on a thread of a pool kept for it, whose
+/// threads set flush-to-zero when they start and never run anything else, so burn's CPU
+/// kernels that `work` spreads over rayon (burn-flex and ndarray use the pool they are called
+/// from) run there too. The calling thread's floating-point mode never changes, nor does any
+/// thread outside this pool. Nested calls run in place.
 ///
-/// Adam keeps, for every weight, running means of the gradient and its square that decay by
-/// 0.9 and 0.999 a step; for weights whose gradient falls to zero (a dead ReLU) they decay into
-/// the subnormal range, where x86 arithmetic takes a microcode slow path of the order of a
-/// hundred times slower. The article's run spent about a third of its time there. TensorFlow
-/// flushes subnormals in its CPU threads for the same reason, and GPUs flush them in most
-/// kernels; flushing values below 1.2e-38 changed no result we report (the article's run and
-/// the README's three-seed sweeps came out the same). Training and evaluation run under this guard, so every CPU run computes
-/// the same numbers. The previous setting comes back when the guard is dropped.
-#[derive(Debug)]
-pub struct FlushSubnormals {
-    saved: Option<u64>,
-    // The setting belongs to the thread that made the guard.
-    _thread: std::marker::PhantomData<*const ()>,
-}
-
-impl FlushSubnormals {
-    /// Starts flushing subnormals on the current thread (and, the first time, on rayon's
-    /// workers, if the global pool has not been built yet).
-    pub fn new() -> Self {
-        static WORKERS: std::sync::Once = std::sync::Once::new();
-        WORKERS.call_once(|| {
-            let built = rayon::ThreadPoolBuilder::new()
-                .start_handler(|_| {
-                    if let Some(control) = fp_control::get() {
-                        fp_control::set(control | fp_control::FLUSH);
-                    }
-                })
-                .build_global();
-            if let Err(e) = built {
-                tracing::debug!("rayon's workers keep their float settings: {e}");
+/// Why: Adam keeps, for every weight, running means of the gradient and its square that
+/// decay by 0.9 and 0.999 a step; for weights whose gradient falls to zero (a dead ReLU) they
+/// decay into the subnormal range, where x86 arithmetic takes a microcode slow path of the
+/// order of a hundred times slower. The article's run spent about a third of its time there.
+/// TensorFlow flushes subnormals in its CPU threads for the same reason, and GPUs flush them in
+/// most kernels.
+///
+/// Why it is sound in practice: Rust and LLVM assume the default floating-point mode, so a
+/// subnormal result the compiler folds at build time is kept where the same operation at run
+/// time gives zero. That difference is confined to magnitudes below 1.2e-38 (f32) and to the
+/// code that runs on these threads: `trainer`'s training, evaluation and classification and
+/// the burn kernels they call, which compute only tensor values. No length, index, allocation
+/// or branch that memory safety rests on is computed from such a float there; an index
+/// computed from a float (an argmax) compares values, and flushing below 1.2e-38 cannot
+/// reorder values apart from ties at zero. Only flush-to-zero is set, not denormals-are-zero:
+/// it keeps the speed (README, "Subnormals") and leaves subnormal inputs read as they are.
+/// tests/cli.rs checks that a run's results are the same with and without it where no
+/// subnormal arises.
+pub fn with_subnormals_flushed<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let built = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("trainer-compute-{i}"))
+            .start_handler(|_| fp_control::flush_to_zero())
+            .build();
+        match built {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                tracing::warn!("no thread pool for flush-to-zero ({e}); subnormals are kept");
+                None
             }
-        });
-        let saved = fp_control::get();
-        if let Some(control) = saved {
-            fp_control::set(control | fp_control::FLUSH);
         }
-        Self {
-            saved,
-            _thread: std::marker::PhantomData,
-        }
+    });
+    match pool {
+        Some(pool) if flush_subnormals() => pool.install(work),
+        _ => work(),
     }
 }
 
-impl Default for FlushSubnormals {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Whether to flush subnormals: yes, unless `TRAINER_SUBNORMALS=keep` asks for IEEE
+/// arithmetic throughout (for measuring what flushing changes).
+fn flush_subnormals() -> bool {
+    std::env::var("TRAINER_SUBNORMALS").as_deref() != Ok("keep")
 }
 
-impl Drop for FlushSubnormals {
-    fn drop(&mut self) {
-        if let Some(control) = self.saved {
-            fp_control::set(control);
-        }
-    }
-}
-
-/// The thread's floating-point control register, where the CPU has flush-to-zero bits.
+/// The thread's floating-point control register: flush-to-zero on.
 mod fp_control {
-    /// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
-    #[cfg(target_arch = "x86_64")]
-    pub const FLUSH: u64 = 0x8040;
-    /// FPCR's flush-to-zero (bit 24).
-    #[cfg(target_arch = "aarch64")]
-    pub const FLUSH: u64 = 1 << 24;
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    pub const FLUSH: u64 = 0;
-
-    /// The register's value.
-    pub fn get() -> Option<u64> {
+    /// Sets flush-to-zero on the current thread (MXCSR bit 15 on x86-64, FPCR bit 24 on
+    /// AArch64; nothing elsewhere). Called once, when a compute thread starts.
+    pub fn flush_to_zero() {
         #[cfg(target_arch = "x86_64")]
         {
+            // MXCSR bit 15, flush-to-zero (bit 6, denormals-are-zero, stays off).
+            const FTZ: u32 = 1 << 15;
             let mut csr: u32 = 0;
-            // SAFETY: stores the 32-bit MXCSR into a local.
+            // SAFETY: stores MXCSR into a local, then loads it back with only the flush-to-zero
+            // bit added; see `with_subnormals_flushed` for why that mode is sound here.
             unsafe {
                 std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack, preserves_flags));
-            }
-            Some(u64::from(csr))
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            let fpcr: u64;
-            // SAFETY: reads FPCR, which every AArch64 thread has.
-            unsafe {
-                std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags));
-            }
-            Some(fpcr)
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        None
-    }
-
-    /// Sets the register to `value` (read with [`get`], flush bits changed only).
-    pub fn set(value: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let csr = value as u32;
-            // SAFETY: loads a value read from MXCSR with only the flush bits changed.
-            unsafe {
+                csr |= FTZ;
                 std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, preserves_flags));
             }
         }
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: writes back a value read from FPCR with only the flush bit changed.
+        // SAFETY: reads FPCR and writes it back with only the flush-to-zero bit added.
         unsafe {
-            std::arch::asm!("msr fpcr, {}", in(reg) value, options(nomem, nostack, preserves_flags));
+            let fpcr: u64;
+            std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags));
+            std::arch::asm!("msr fpcr, {}", in(reg) fpcr | (1 << 24), options(nomem, nostack, preserves_flags));
         }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        let _ = value;
     }
 }
 
@@ -486,21 +450,30 @@ mod tests {
         assert!(matches!(err, BackendError::DeviceWithoutWgpu));
     }
 
+    /// Inside `with_subnormals_flushed`, subnormal results flush to zero, in the work and in
+    /// the rayon jobs it spawns; outside, on the caller's thread, they never do.
     #[test]
-    fn subnormals_flush_under_the_guard_and_come_back_after() {
+    fn subnormals_flush_inside_and_only_inside() {
         // Read through black_box so the compiler cannot fold the product.
         let tiny = std::hint::black_box(1e-30_f32);
         let scale = std::hint::black_box(1e-10_f32);
         assert!((tiny * scale).is_subnormal());
-        {
-            let _guard = FlushSubnormals::new();
-            if fp_control::get().is_some() {
-                assert_eq!(std::hint::black_box(tiny * scale), 0.0);
-                // A subnormal input reads as zero too.
-                let sub = std::hint::black_box(f32::from_bits(1));
-                assert_eq!(std::hint::black_box(sub * 2.0), 0.0);
-            }
+        let (inside, spawned) = with_subnormals_flushed(|| {
+            let spawned = rayon::join(|| std::hint::black_box(tiny * scale), || 0.0).0;
+            (std::hint::black_box(tiny * scale), spawned)
+        });
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            assert_eq!((inside, spawned), (0.0, 0.0));
+            // Flush-to-zero only: a subnormal input is read as it is.
+            let sub = std::hint::black_box(f32::from_bits(1));
+            let read = with_subnormals_flushed(|| std::hint::black_box(sub) > 0.0);
+            assert!(read);
         }
         assert!(std::hint::black_box(tiny * scale).is_subnormal());
+        assert!(
+            rayon::join(|| std::hint::black_box(tiny * scale), || 0.0)
+                .0
+                .is_subnormal()
+        );
     }
 }

@@ -1141,10 +1141,12 @@ fn classify(
     pixels: Vec<f32>,
     device: &burn::tensor::Device,
 ) -> Result<Vec<f32>, Error> {
-    let _flush = crate::backend::FlushSubnormals::new(); // as in training and evaluation
-    let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
-    crate::metrics::read_floats(softmax(model.forward(x), 1))
-        .map_err(|e| TrainError::Read(e).into())
+    // As in training and evaluation.
+    crate::backend::with_subnormals_flushed(|| {
+        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
+        crate::metrics::read_floats(softmax(model.forward(x), 1))
+    })
+    .map_err(|e| TrainError::Read(e).into())
 }
 
 fn predict(args: &PredictArgs) -> Result<String, Error> {
@@ -1189,11 +1191,7 @@ fn predict(args: &PredictArgs) -> Result<String, Error> {
 
 fn report_image_error(e: &ImageError, json: bool, lines: &mut Vec<String>) {
     if json {
-        let file = match e {
-            ImageError::Io { path, .. } | ImageError::Decode { path, .. } => path.clone(),
-            ImageError::Empty(p) | ImageError::Blank(p) => p.clone(),
-        };
-        lines.push(serde_json::json!({"file": file, "error": e.to_string()}).to_string());
+        lines.push(serde_json::json!({"file": e.path(), "error": e.to_string()}).to_string());
     }
     eprintln!("error: {e}");
 }

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use crate::backend::FlushSubnormals;
+use crate::backend::with_subnormals_flushed;
 use crate::data::{DataError, Mnist, Split};
 use crate::fused::{FusedError, FusedStep};
 use crate::gather::{GatherError, GatherMethod, Resident};
@@ -436,6 +436,14 @@ pub fn evaluate(
     data: &Assembler,
     feed: &Feed,
 ) -> Result<(Metrics, Vec<u8>), TrainError> {
+    with_subnormals_flushed(|| evaluate_flushed(model, data, feed))
+}
+
+fn evaluate_flushed(
+    model: &Model,
+    data: &Assembler,
+    feed: &Feed,
+) -> Result<(Metrics, Vec<u8>), TrainError> {
     if data.is_empty() {
         return Err(DataError::Split("there are no images to evaluate on".into()).into());
     }
@@ -449,7 +457,6 @@ pub fn evaluate(
         }
     }
     let prefetch = feed.prefetch;
-    let _flush = FlushSubnormals::new();
     let mut sums = Accumulator::default();
     let mut predicted = Vec::with_capacity(data.len());
     let batch = EVAL_BATCH.min(data.len()).max(1);
@@ -474,13 +481,23 @@ pub fn train(
     device: &Device,
     feed: &Feed,
     session: &mut Session,
-    observer: &mut dyn Observer,
+    observer: &mut (dyn Observer + Send),
+) -> Result<Outcome, TrainError> {
+    with_subnormals_flushed(|| train_flushed(config, sets, device, feed, session, observer))
+}
+
+fn train_flushed(
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    feed: &Feed,
+    session: &mut Session,
+    observer: &mut (dyn Observer + Send),
 ) -> Result<Outcome, TrainError> {
     if let Some(best) = session.progress.stopped_early {
         let epoch = session.progress.epochs_done();
         return Ok(Outcome::EarlyStopped { epoch, best });
     }
-    let _flush = FlushSubnormals::new();
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
     // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
@@ -566,6 +583,9 @@ pub fn train(
                 }
             }
             loader.finish()?;
+            if !stopped && step < steps {
+                return Err(LoaderError::short(step, steps).into());
+            }
         }
         let running: &dyn RunningSums = match &fused {
             Some(f) => f,
