@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use trainer::cli::{Cli, parse, run};
+use trainer::cli::{Cli, parse};
+use trainer::commands::run;
 
 fn main() -> ExitCode {
     // burn materialises loaded optimizer state on its default device, which is the GPU when

@@ -1,0 +1,45 @@
+//! Value parsers for flags: each refuses what the recipe cannot use, with the reason.
+
+/// A number of images: a whole number of at least 1.
+pub(super) fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A layer width: a whole number of at least 1.
+pub(super) fn parse_width(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("layer widths must be at least 1".into()),
+        Ok(w) => Ok(w),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A learning rate: a finite positive number.
+pub(super) fn parse_lr(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
+        Ok(_) => Err("must be a positive number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub(super) fn parse_weight_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(wd) if wd.is_finite() && wd >= 0.0 => Ok(wd),
+        Ok(_) => Err("must be 0 or a positive number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A rate in [0, 1): dropout, label smoothing.
+pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(eps) if (0.0..1.0).contains(&eps) => Ok(eps),
+        Ok(_) => Err("must be at least 0 and below 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,177 @@
+//! What each command does: `train` (the default), `evaluate`, `predict`, `plot`, `sweep`, one
+//! file each, with the error every command can end in.
+
+mod evaluate;
+mod keeper;
+mod plot;
+mod predict;
+mod sweep;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tracing::{info, warn};
+
+use crate::backend::{self, BackendError, BackendKind, ReadyDevice, WgpuApi};
+use crate::checkpoint::CheckpointError;
+use crate::cli::{Cli, Command, Contradiction, DeviceArgs, SweepFlagsError};
+use crate::data::DataError;
+use crate::logging::{self, LogError};
+use crate::plot::PlotError;
+use crate::report::{ReportError, RunDir};
+use crate::training::TrainError;
+
+/// What can make `trainer` fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Logging could not be set up.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// No device.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A model file or checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A run directory file could not be read or written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// The run was interrupted; its checkpoint is on disk.
+    #[error("interrupted; the checkpoint is saved: continue with `trainer train --resume {}`", .0.display())]
+    Interrupted(PathBuf),
+    /// A sweep was interrupted; its current run's checkpoint is on disk.
+    #[error("interrupted; run the same `trainer sweep --out {}` command again to continue", .0.display())]
+    SweepInterrupted(PathBuf),
+    /// The training flags given to a sweep after `--` are wrong.
+    #[error(transparent)]
+    SweepFlags(#[from] SweepFlagsError),
+    /// Some images could not be classified (each was reported).
+    #[error("{0} of the images could not be read")]
+    Images(usize),
+    /// A recipe flag given with `--resume` differs from the run's recorded value.
+    #[error(
+        "--resume {}: {} {} differs from the run's recipe ({} {}); a resumed run keeps its recipe: start a new run with --out to change it",
+        .0.display(), .1.flag, .1.asked, .1.flag, .1.saved
+    )]
+    ResumeRecipe(PathBuf, Contradiction),
+    /// A resumed run's checkpoint says it is already done.
+    #[error(
+        "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"
+    )]
+    NothingToDo(PathBuf, usize),
+}
+
+impl Error {
+    /// The process exit code for this error: 130 for an interruption (as shells report
+    /// SIGINT), 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted(_) | Error::SweepInterrupted(_) => 130,
+            Error::SweepFlags(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Ctrl-C / SIGTERM presses so far, shared with the process's handler. The first asks
+/// training to stop at the next batch boundary and save a checkpoint; the second exits at once
+/// (files are written atomically, so nothing on disk is left half-written).
+#[derive(Debug, Clone, Default)]
+pub struct Interrupts(Arc<AtomicUsize>);
+
+impl Interrupts {
+    /// Installs the handler (once per process: a sweep trains many runs, and a handler can
+    /// only be set once) and returns the count it keeps.
+    pub fn install() -> Self {
+        static COUNT: std::sync::OnceLock<Interrupts> = std::sync::OnceLock::new();
+        COUNT
+            .get_or_init(|| {
+                let count = Interrupts::default();
+                let seen = count.clone();
+                let installed = ctrlc::set_handler(move || {
+                    if seen.0.fetch_add(1, Ordering::SeqCst) >= 1 {
+                        eprintln!(
+                            "error: interrupted twice: exiting at once (the last checkpoint is intact)"
+                        );
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "interrupt: stopping after this batch and saving a checkpoint (again to quit at once)"
+                    );
+                });
+                if let Err(e) = installed {
+                    warn!("Ctrl-C will stop training without a checkpoint: {e}");
+                }
+                count
+            })
+            .clone()
+    }
+
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// Runs `trainer` as parsed. Returns what to print on stdout.
+pub fn run(cli: Cli) -> Result<String, Error> {
+    logging::init_logging(&cli.log.options())?;
+    match cli.command {
+        None => train::train(&cli.train, &cli.log, &Interrupts::install()),
+        Some(Command::Train(args)) => train::train(&args, &cli.log, &Interrupts::install()),
+        Some(Command::Evaluate(args)) => evaluate::evaluate(&args),
+        Some(Command::Predict(args)) => predict::predict(&args),
+        Some(Command::Sweep(args)) => sweep::sweep(&args, &cli.log, &Interrupts::install()),
+        Some(Command::Plot(args)) => plot::plot(&args),
+    }
+}
+
+/// Opens the device the flags ask for and logs what it is.
+fn init_device(args: &DeviceArgs, usual: BackendKind, batched: bool) -> Result<ReadyDevice, Error> {
+    let device = backend::init(args.request(usual, batched))?;
+    let d = &device.info;
+    info!(backend = %d.backend, adapter = %d.name, api = %d.api, kind = %d.kind, driver = %d.driver, "device");
+    if d.backend == BackendKind::Wgpu && d.kind == "Cpu" {
+        warn!(adapter = %d.name, "this wgpu adapter is a software renderer on the CPU: expect it to be slow");
+    }
+    Ok(device)
+}
+
+/// The wgpu adapters of `api`, one a line.
+fn list_devices(api: WgpuApi) -> String {
+    let (api, adapters) = backend::adapters(api);
+    if adapters.is_empty() {
+        return format!("no {api:?} adapters");
+    }
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {a}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The model file `--model PATH` names: PATH itself, or for a run directory its final model
+/// (its best one with `--best`).
+fn model_file(path: &Path, best: bool) -> PathBuf {
+    if !path.is_dir() {
+        return path.to_path_buf();
+    }
+    let run = RunDir::at(path);
+    if best {
+        run.best_model()
+    } else {
+        run.final_model()
+    }
+}

@@ -1,0 +1,76 @@
+//! `trainer predict`: the digit in each picture, and the top probabilities.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, TensorData};
+
+use super::{Error, init_device, model_file};
+use crate::checkpoint;
+use crate::cli::{DEFAULT_BACKEND, PredictArgs};
+use crate::data::IMAGE_PIXELS;
+use crate::model::Model;
+use crate::predict::{self, ImageError};
+use crate::training::TrainError;
+
+/// One image's answer: the digit and the probabilities, most likely first.
+fn classify(
+    model: &Model,
+    pixels: Vec<f32>,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f32>, Error> {
+    // As in training and evaluation.
+    crate::backend::with_subnormals_flushed(|| {
+        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
+        crate::metrics::read_floats(softmax(model.forward(x), 1))
+    })
+    .map_err(|e| TrainError::Read(e).into())
+}
+
+/// Classifies every picture `args` names; a picture that cannot be read is reported and the
+/// others are still answered.
+pub(super) fn predict(args: &PredictArgs) -> Result<String, Error> {
+    let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
+    let model_path = model_file(&args.model, args.best);
+    let (model, _) = checkpoint::load_model(&model_path, &device.device)?;
+    let mut lines = Vec::new();
+    let mut failed = 0;
+    for path in &args.images {
+        match predict::load_digit(path) {
+            Ok(pixels) => {
+                let probs = classify(&model, pixels, &device.device)?;
+                let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked.truncate(usize::from(args.top));
+                lines.push(if args.json {
+                    serde_json::json!({
+                        "file": path,
+                        "digit": ranked[0].0,
+                        "probability": ranked[0].1,
+                        "top": ranked.iter().map(|(d, p)| serde_json::json!({"digit": d, "probability": p})).collect::<Vec<_>>(),
+                    })
+                    .to_string()
+                } else {
+                    let top: Vec<String> = ranked.iter().map(|(d, p)| format!("{d} {p:.4}")).collect();
+                    format!("{}: {} (top: {})", path.display(), ranked[0].0, top.join(", "))
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                report_image_error(&e, args.json, &mut lines);
+            }
+        }
+    }
+    if failed > 0 {
+        // The answers still go to stdout before the failure is reported.
+        println!("{}", lines.join("\n"));
+        return Err(Error::Images(failed));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Reports a picture that could not be read: on stderr, and as a JSON line with `--json`.
+fn report_image_error(e: &ImageError, json: bool, lines: &mut Vec<String>) {
+    if json {
+        lines.push(serde_json::json!({"file": e.path(), "error": e.to_string()}).to_string());
+    }
+    eprintln!("error: {e}");
+}
