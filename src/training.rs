@@ -263,6 +263,17 @@ pub struct Progress {
     pub stopped_early: Option<usize>,
 }
 
+/// What a finished epoch's validation decided.
+#[derive(Debug, Default, PartialEq)]
+struct Verdict {
+    /// A new best validation accuracy: the run's best model.
+    improved: bool,
+    /// A new lowest validation loss (with patience): the weights early stopping returns to.
+    best_loss: bool,
+    /// Patience ran out: the best epoch by validation loss.
+    stop_early: Option<usize>,
+}
+
 impl Progress {
     /// Nothing trained yet.
     pub fn new() -> Self {
@@ -273,6 +284,33 @@ impl Progress {
             best_val_loss: None,
             stopped_early: None,
         }
+    }
+
+    /// Records a finished epoch: the best epochs so far by validation accuracy and (with
+    /// `patience`, for early stopping) by validation loss, and whether `patience` epochs have
+    /// passed without a lower loss.
+    fn record_epoch(&mut self, record: EpochRecord, patience: Option<usize>) -> Verdict {
+        let epoch = record.epoch;
+        let mut verdict = Verdict::default();
+        if let Some(v) = record.valid {
+            if self.best_val_acc.is_none_or(|(best, _)| v.accuracy > best) {
+                self.best_val_acc = Some((v.accuracy, epoch));
+                verdict.improved = true;
+            }
+            if let Some(patience) = patience {
+                if self.best_val_loss.is_none_or(|(best, _)| v.loss < best) {
+                    self.best_val_loss = Some((v.loss, epoch));
+                    verdict.best_loss = true;
+                } else if let Some((_, best)) = self.best_val_loss
+                    && epoch - best >= patience
+                {
+                    verdict.stop_early = Some(best);
+                }
+            }
+        }
+        self.history.push(record);
+        self.stopped_early = verdict.stop_early;
+        verdict
     }
 
     /// Completed epochs.
@@ -500,25 +538,7 @@ fn train_flushed(
     }
     let plain = device.clone();
     let steps = sets.train.len().div_ceil(config.batch_size);
-    // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
-    let train_data = if config.augment > 0 && feed.gather == GatherMethod::Ops {
-        Assembler::Host {
-            split: sets.train.clone(),
-            device: device.clone(),
-        }
-    } else {
-        feed.assembler(&sets.train, device)
-    };
-    let valid_data = feed.assembler(&sets.valid, device);
-    let mut fused = fused_step(config, feed, device, &train_data, session)?;
-    debug!(
-        bytes_per_step = match &fused {
-            Some(f) => f.upload_bytes(),
-            None => train_data.upload_bytes(config.batch_size),
-        },
-        resident = matches!(train_data, Assembler::Resident(..)),
-        "loader"
-    );
+    let (train_data, valid_data, mut fused) = feeds(config, sets, device, feed, session)?;
     let dropout_widths = session.model.dropout_widths();
     // Early stopping keeps the weights of the best epoch by validation loss.
     let mut best_weights: Option<Model> = None;
@@ -526,67 +546,32 @@ fn train_flushed(
         let epoch = session.progress.epochs_done() + 1;
         let start = Instant::now();
         let order = epoch_order(sets.train.len(), config.seed, epoch);
-        let (mut step, sums, count, earlier_seconds) = match session.progress.partial.take() {
+        let (step, sums, count, earlier_seconds) = match session.progress.partial.take() {
             Some(p) if p.epoch == epoch => (p.steps, p.sums, p.count, p.seconds),
             _ => (0, [0.0; 2], 0, 0.0),
         };
         let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
-        let shift = (config.augment > 0).then(|| Shift {
-            max: config.augment,
-            // Another stream than the shuffle's, fixed by (seed, epoch).
-            stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-        });
-        let rate = |step: usize| {
-            config
-                .schedule
-                .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps)
-        };
         let mut generic_sums = Accumulator::from_sums(sums, count, &plain);
-        let mut stopped = false;
         if let Some(fused) = &mut fused {
             fused.start_epoch(sums, count);
-            for chunk in rest.chunks(config.batch_size) {
-                let masks = step_masks(config, &dropout_widths, epoch, step);
-                fused.step(chunk, shift, rate(step), &masks);
-                step += 1;
-                if !observer.on_step(epoch, step, steps, fused) {
-                    stopped = step < steps;
-                    break;
-                }
-            }
-        } else {
-            let epoch_data = train_data.with_shift(shift);
-            let mut loader = Loader::new(epoch_data, rest, config.batch_size, feed.prefetch);
-            for batch in loader.by_ref() {
-                let masks = step_masks(config, &dropout_widths, epoch, step)
-                    .into_iter()
-                    .zip(&dropout_widths)
-                    .map(|(values, &width)| {
-                        Tensor::from_data(
-                            TensorData::new(values, [config.batch_size, width]),
-                            &plain,
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                generic_step(
-                    config,
-                    session,
-                    batch,
-                    &masks,
-                    rate(step),
-                    &mut generic_sums,
-                );
-                step += 1;
-                if !observer.on_step(epoch, step, steps, &generic_sums) {
-                    stopped = step < steps;
-                    break;
-                }
-            }
-            loader.finish()?;
-            if !stopped && step < steps {
-                return Err(LoaderError::short(step, steps).into());
-            }
         }
+        let plan = EpochPlan {
+            config,
+            feed,
+            train_data: &train_data,
+            dropout_widths: &dropout_widths,
+            device: &plain,
+            epoch,
+            steps,
+        };
+        let (step, stopped) = plan.run(
+            rest,
+            step,
+            session,
+            fused.as_mut(),
+            &mut generic_sums,
+            observer,
+        )?;
         let running: &dyn RunningSums = match &fused {
             Some(f) => f,
             None => &generic_sums,
@@ -611,11 +596,10 @@ fn train_flushed(
             return Ok(Outcome::Interrupted { epoch });
         }
         let train_seconds = earlier_seconds + start.elapsed().as_secs_f64();
-        let valid = if valid_data.is_empty() {
-            None
-        } else {
-            Some(evaluate(&session.model.valid(), &valid_data, feed)?.0)
-        };
+        let valid = (!valid_data.is_empty())
+            .then(|| evaluate(&session.model.valid(), &valid_data, feed))
+            .transpose()?
+            .map(|(metrics, _)| metrics);
         let record = EpochRecord {
             epoch,
             train,
@@ -624,42 +608,20 @@ fn train_flushed(
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         };
         log_epoch(&record, config.epochs);
-        let p = &mut session.progress;
-        let improved = match valid {
-            Some(v) if p.best_val_acc.is_none_or(|(best, _)| v.accuracy > best) => {
-                p.best_val_acc = Some((v.accuracy, epoch));
-                true
-            }
-            _ => false,
-        };
-        let mut stop_early = None;
-        if let (Some(patience), Some(v)) = (config.patience, valid) {
-            if p.best_val_loss.is_none_or(|(best, _)| v.loss < best) {
-                p.best_val_loss = Some((v.loss, epoch));
-                best_weights = Some(session.model.clone());
-            } else if let Some((_, best)) = p.best_val_loss
-                && epoch - best >= patience
-            {
-                stop_early = Some(best);
-            }
+        let verdict = session.progress.record_epoch(record, config.patience);
+        if verdict.best_loss {
+            best_weights = Some(session.model.clone());
         }
-        p.history.push(record);
-        p.stopped_early = stop_early;
-        // Read /proc only when the event will be seen.
-        if tracing::enabled!(tracing::Level::DEBUG)
-            && let Some(rss_mb) = resident_mb()
-        {
-            debug!(epoch, rss_mb = round(rss_mb, 1), "memory");
-        }
+        log_memory(epoch);
         observer
             .on_epoch(
                 &session.model,
                 &session.optimizer,
                 &session.progress,
-                improved,
+                verdict.improved,
             )
             .map_err(TrainError::Observer)?;
-        if let Some(best) = stop_early {
+        if let Some(best) = verdict.stop_early {
             // After a resume the best weights may predate this process: they are then in the
             // run's best-by-validation-loss model, which the caller restores.
             if let Some(weights) = best_weights {
@@ -674,6 +636,124 @@ fn train_flushed(
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// Where the epoch's batches come from (training and validation), and the fused step when
+/// the run takes it.
+fn feeds(
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    feed: &Feed,
+    session: &mut Session,
+) -> Result<(Assembler, Assembler, Option<FusedStep>), TrainError> {
+    // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
+    let train_data = if config.augment > 0 && feed.gather == GatherMethod::Ops {
+        Assembler::Host {
+            split: sets.train.clone(),
+            device: device.clone(),
+        }
+    } else {
+        feed.assembler(&sets.train, device)
+    };
+    let valid_data = feed.assembler(&sets.valid, device);
+    let fused = fused_step(config, feed, device, &train_data, session)?;
+    debug!(
+        bytes_per_step = match &fused {
+            Some(f) => f.upload_bytes(),
+            None => train_data.upload_bytes(config.batch_size),
+        },
+        resident = matches!(train_data, Assembler::Resident(..)),
+        "loader"
+    );
+    Ok((train_data, valid_data, fused))
+}
+
+/// Logs the process's resident memory after `epoch`, reading /proc only when the event will
+/// be seen.
+fn log_memory(epoch: usize) {
+    if tracing::enabled!(tracing::Level::DEBUG)
+        && let Some(rss_mb) = resident_mb()
+    {
+        debug!(epoch, rss_mb = round(rss_mb, 1), "memory");
+    }
+}
+
+/// What every step of one epoch shares.
+struct EpochPlan<'a> {
+    config: &'a TrainConfig,
+    feed: &'a Feed,
+    train_data: &'a Assembler,
+    dropout_widths: &'a [usize],
+    /// The device without autodiff (dropout masks are built there).
+    device: &'a Device,
+    epoch: usize,
+    /// Steps in a whole epoch.
+    steps: usize,
+}
+
+impl EpochPlan<'_> {
+    /// Runs the epoch's steps from `step` on, over the images of `rest`, with the fused step
+    /// when there is one and burn's otherwise. Returns the steps done and whether the observer
+    /// stopped the epoch before its end; a loader that ends the epoch early is an error.
+    fn run(
+        &self,
+        rest: Vec<u32>,
+        mut step: usize,
+        session: &mut Session,
+        fused: Option<&mut FusedStep>,
+        generic_sums: &mut Accumulator,
+        observer: &mut (dyn Observer + Send),
+    ) -> Result<(usize, bool), TrainError> {
+        let (config, epoch, steps) = (self.config, self.epoch, self.steps);
+        let shift = (config.augment > 0).then(|| Shift {
+            max: config.augment,
+            // Another stream than the shuffle's, fixed by (seed, epoch).
+            stream: !config.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        });
+        let rate = |step: usize| {
+            config
+                .schedule
+                .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps)
+        };
+        if let Some(fused) = fused {
+            for chunk in rest.chunks(config.batch_size) {
+                let masks = step_masks(config, self.dropout_widths, epoch, step);
+                fused.step(chunk, shift, rate(step), &masks);
+                step += 1;
+                if !observer.on_step(epoch, step, steps, fused) {
+                    return Ok((step, step < steps));
+                }
+            }
+            return Ok((step, false));
+        }
+        let epoch_data = self.train_data.with_shift(shift);
+        let mut loader = Loader::new(epoch_data, rest, config.batch_size, self.feed.prefetch);
+        let mut stopped = false;
+        for batch in loader.by_ref() {
+            let masks = step_masks(config, self.dropout_widths, epoch, step)
+                .into_iter()
+                .zip(self.dropout_widths)
+                .map(|(values, &width)| {
+                    Tensor::from_data(
+                        TensorData::new(values, [config.batch_size, width]),
+                        self.device,
+                    )
+                })
+                .collect::<Vec<_>>();
+            generic_step(config, session, batch, &masks, rate(step), generic_sums);
+            step += 1;
+            if !observer.on_step(epoch, step, steps, &*generic_sums) {
+                stopped = step < steps;
+                break;
+            }
+        }
+        loader.finish()?;
+        if !stopped && step < steps {
+            return Err(LoaderError::short(step, steps).into());
+        }
+        Ok((step, stopped))
+    }
 }
 
 /// The fused training step for this run, when it asked for one on a wgpu device and the

@@ -653,6 +653,15 @@ fn assert_png(path: &Path) {
     );
 }
 
+/// `trainer evaluate --json` of `model` on 2,000 test images, with `extra` flags.
+fn evaluate_json(model: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"]);
+    cmd.arg(model).args(extra).arg("--data-dir").arg(data_dir());
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_run_directory_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
@@ -696,14 +705,7 @@ fn a_run_directory_keeps_everything() {
     );
 
     // evaluate gives the run's own test result, per class, as JSON.
-    let eval = run(
-        trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"])
-            .arg(out_dir.join("model.model"))
-            .arg("--data-dir")
-            .arg(data_dir()),
-    );
-    assert!(eval.status.success(), "{}", text(&eval.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let report = evaluate_json(&out_dir.join("model.model"), &[]);
     let acc = report["metrics"]["accuracy"].as_f64().unwrap();
     assert!((acc - result(&out, "test_acc")).abs() < 1e-4);
     assert_eq!(report["per_class"].as_array().unwrap().len(), 10);
@@ -715,45 +717,21 @@ fn a_run_directory_keeps_everything() {
         .sum();
     assert_eq!(total, 2000);
     // ... and on the other backend the model file loads and agrees.
-    let flex = run(trainer(&[
-        "evaluate",
-        "--backend",
-        "flex",
-        "--test-limit",
-        "2000",
-        "--json",
-        "--model",
-    ])
-    .arg(out_dir.join("model.model"))
-    .arg("--data-dir")
-    .arg(data_dir()));
-    let flex: serde_json::Value = serde_json::from_slice(&flex.stdout).unwrap();
+    let flex = evaluate_json(&out_dir.join("model.model"), &["--backend", "flex"]);
     assert_eq!(flex["metrics"]["accuracy"], report["metrics"]["accuracy"]);
 
     // The run directory itself names its final model (and with --best its best one).
-    for (extra, file) in [(None, "model.model"), (Some("--best"), "best.model")] {
-        let mut cmd = trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"]);
-        cmd.arg(&out_dir)
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir());
-        let by_dir = run(&mut cmd);
-        assert!(by_dir.status.success(), "{}", text(&by_dir.stderr));
-        let by_dir: serde_json::Value = serde_json::from_slice(&by_dir.stdout).unwrap();
+    for (extra, file) in [(&[][..], "model.model"), (&["--best"][..], "best.model")] {
+        let by_dir = evaluate_json(&out_dir, extra);
         assert_eq!(
             by_dir["model"],
             out_dir.join(file).to_str().unwrap(),
             "{extra:?}"
         );
+        if extra.is_empty() {
+            assert_eq!(by_dir["metrics"], report["metrics"]);
+        }
     }
-    let by_dir = run(
-        trainer(&["evaluate", "--test-limit", "2000", "--json", "--model"])
-            .arg(&out_dir)
-            .arg("--data-dir")
-            .arg(data_dir()),
-    );
-    let by_dir: serde_json::Value = serde_json::from_slice(&by_dir.stdout).unwrap();
-    assert_eq!(by_dir["metrics"], report["metrics"]);
 
     // The table form names precision, recall and the confusion matrix.
     let table = run(trainer(&["evaluate", "--test-limit", "500", "--model"])
