@@ -18,7 +18,8 @@ use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Architecture, Model};
-use crate::training::{Progress, Session, TrainConfig, optimizer};
+use crate::recipe::{TrainConfig, optimizer};
+use crate::session::{Progress, Session};
 
 const MODEL_MAGIC: &[u8; 8] = b"TRNRMDL1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TRNRCKP1";

@@ -10,9 +10,9 @@ use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
+use crate::batch::{Batch, Shift};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
 use crate::kernels::Gpu;
-use crate::loader::{Batch, Shift};
 use burn::backend::wgpu::{KernelSource, SourceTemplate};
 
 /// How a batch gets onto the device when the data is resident there.

@@ -5,6 +5,7 @@
 //! run makes: checkpoints, history, plots, model files.
 
 pub mod backend;
+pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
@@ -18,6 +19,9 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod predict;
+pub mod recipe;
 pub mod report;
+pub mod rng;
+pub mod session;
 pub mod sweep;
-pub mod training;
+pub mod train;

@@ -240,6 +240,12 @@ impl Confusion {
     }
 }
 
+/// Rounds for display in the logs (the run's records keep full precision).
+pub fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

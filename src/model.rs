@@ -9,12 +9,12 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
-use crate::loader::random_bits;
+use crate::rng;
 
 /// Which network to train.
 #[derive(
@@ -113,7 +113,7 @@ impl Model {
     }
 
     /// [`Model::forward`] in training with dropout: the activations of hidden dense layer `i`
-    /// are multiplied by `masks[i]` (see [`dropout_factors`]); no mask, no dropout.
+    /// are multiplied by `masks[i]` (see [`rng::dropout_factors`]); no mask, no dropout.
     pub fn forward_dropped(&self, images: Tensor<2>, masks: &[Tensor<2>]) -> Tensor<2> {
         match self {
             Self::Mlp(m) => m.forward_dropped(images, masks),
@@ -190,7 +190,7 @@ impl Mlp {
         if hidden.contains(&0) {
             return Err(ModelError::ZeroWidth(hidden.to_vec()));
         }
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = rng::weights(seed);
         let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
             .chain(hidden.iter().copied())
             .chain(std::iter::once(NUM_CLASSES))
@@ -253,7 +253,7 @@ pub struct Cnn {
 impl Cnn {
     /// Builds the CNN on `device` with Glorot-uniform weights seeded by `seed`.
     pub fn new(seed: u64, device: &Device) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = rng::weights(seed);
         let mut convs = Vec::new();
         let mut channels = 1;
         for out in CNN_CHANNELS {
@@ -288,29 +288,6 @@ impl Cnn {
         }
         self.output.forward(x)
     }
-}
-
-/// Inverted-dropout factors for one training step, one `batch × width` row-major vector per
-/// width in `widths`: each entry 0 with probability `rate`, else 1 / (1 − `rate`), so the
-/// expected activation is unchanged and evaluation needs no rescaling. Drawn on the host from
-/// `stream` (a pure function of seed, epoch and step), so every backend and both training
-/// steps drop the same units, and a resumed run drops what the uninterrupted one would have.
-pub fn dropout_factors(widths: &[usize], batch: usize, rate: f64, stream: u64) -> Vec<Vec<f32>> {
-    let keep = (1.0 / (1.0 - rate)) as f32;
-    let mut drawn = 0u64;
-    widths
-        .iter()
-        .map(|&width| {
-            (0..batch * width)
-                .map(|_| {
-                    drawn += 1;
-                    // The top 53 bits as a uniform number in [0, 1).
-                    let u = (random_bits(stream, drawn) >> 11) as f64 / (1u64 << 53) as f64;
-                    if u < rate { 0.0 } else { keep }
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// A 3×3 `Conv2d` (same padding) with Glorot-uniform weights (fans counted over the kernel,
@@ -365,28 +342,6 @@ mod tests {
         );
         let logits = model.forward(Tensor::zeros([5, 784], &device));
         assert_eq!(logits.dims(), [5, 10]);
-    }
-
-    #[test]
-    fn dropout_masks_drop_at_the_rate_and_keep_the_mean() {
-        let masks = dropout_factors(&[128, 30], 64, 0.25, 7);
-        assert_eq!(masks.len(), 2);
-        assert_eq!((masks[0].len(), masks[1].len()), (64 * 128, 64 * 30));
-        let values = &masks[0];
-        let dropped = values.iter().filter(|v| **v == 0.0).count() as f64 / values.len() as f64;
-        assert!((dropped - 0.25).abs() < 0.03, "{dropped}");
-        assert!(
-            values
-                .iter()
-                .all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6)
-        );
-        // A pure function of the stream; another stream, other masks.
-        let again = dropout_factors(&[128, 30], 64, 0.25, 7);
-        let other = dropout_factors(&[128, 30], 64, 0.25, 8);
-        assert_eq!(masks[1], again[1]);
-        assert_ne!(masks[0], other[0]);
-        // The layers draw different numbers.
-        assert_ne!(masks[0][..30], masks[1][..30]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use plotters::style::FontStyle;
 use crate::checkpoint::{CheckpointError, atomic_write, atomic_write_bytes};
 use crate::data::NUM_CLASSES;
 use crate::metrics::Confusion;
-use crate::training::EpochRecord;
+use crate::session::EpochRecord;
 
 /// A picture could not be drawn or written.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::DeviceInfo;
 use crate::checkpoint::{CheckpointError, atomic_write};
 use crate::metrics::{ClassStats, Confusion, Metrics};
-use crate::training::{EpochRecord, TrainConfig};
+use crate::recipe::TrainConfig;
+use crate::session::EpochRecord;
 
 /// Where runs go when `--out` is not given: `runs/<UTC time>` in the current directory.
 pub const RUNS_DIR: &str = "runs";

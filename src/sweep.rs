@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::model::Architecture;
 use crate::report::{ReportError, RunDir};
-use crate::training::EpochRecord;
+use crate::session::EpochRecord;
 
 /// One point of the grid: the values of the swept flags.
 #[derive(Debug, Clone, PartialEq)]

@@ -140,9 +140,10 @@ fn wgpu_tests_run() -> bool {
 /// kernel's random shifts give the bits of the host's.
 #[test]
 fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
+    use trainer::batch::Shift;
     use trainer::gather::GatherMethod;
-    use trainer::loader::{Assembler, Shift};
-    use trainer::training::{Feed, StepMethod};
+    use trainer::loader::Assembler;
+    use trainer::loader::{Feed, StepMethod};
 
     if !wgpu_tests_run() {
         return;

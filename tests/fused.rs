@@ -17,10 +17,11 @@ use burn::tensor::Device;
 use trainer::backend::{BackendKind, DeviceRequest, WgpuApi};
 use trainer::data::{Mnist, default_data_dir};
 use trainer::gather::GatherMethod;
+use trainer::loader::{Feed, StepMethod};
 use trainer::model::{Architecture, Model};
-use trainer::training::{
-    Feed, Observer, Outcome, Quiet, Schedule, Session, Sets, StepMethod, TrainConfig, train,
-};
+use trainer::recipe::{Schedule, TrainConfig};
+use trainer::session::Session;
+use trainer::train::{Observer, Outcome, Quiet, Sets, train};
 
 fn mnist() -> Mnist {
     let dir = std::env::var_os("TRAINER_DATA_DIR")
@@ -254,7 +255,7 @@ fn fused_evaluation_matches_burns() {
         let session = run(&config, &sets, &device, StepMethod::Fused);
         let data = feed(StepMethod::Fused).assembler(&split, &device);
         let evaluate =
-            |step| trainer::training::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
+            |step| trainer::train::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
         let (fused, fused_digits) = evaluate(StepMethod::Fused);
         let (generic, generic_digits) = evaluate(StepMethod::Generic);
         assert_eq!(fused.count, 1500);

@@ -12,9 +12,10 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::backend::{BackendKind, DeviceRequest, WgpuApi};
 use crate::data::default_data_dir;
 use crate::gather::GatherMethod;
+use crate::loader::{Feed, StepMethod};
 use crate::logging::{LogFormat, LogOptions};
 use crate::model::Architecture;
-use crate::training::{Feed, Schedule, StepMethod, TrainConfig};
+use crate::recipe::{Schedule, TrainConfig};
 pub use grid::GridArgs;
 use values::{parse_count, parse_fraction, parse_lr, parse_weight_decay, parse_width};
 

@@ -6,8 +6,9 @@ use crate::cli::{DEFAULT_BACKEND, EvaluateArgs};
 use crate::data::Mnist;
 use crate::gather::GatherMethod;
 use crate::loader::Assembler;
+use crate::loader::{Feed, StepMethod};
 use crate::report::TestReport;
-use crate::training::{self, Feed, StepMethod};
+use crate::train;
 
 /// Evaluates the model `args` name on the test set.
 pub(super) fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
@@ -28,7 +29,7 @@ pub(super) fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         gather: GatherMethod::Host,
         step: StepMethod::Generic,
     };
-    let (metrics, predicted) = training::evaluate(&model, &data, &host)?;
+    let (metrics, predicted) = train::evaluate(&model, &data, &host)?;
     let report = TestReport::new(&model_path, metrics, &test.labels, &predicted);
     Ok(if args.json {
         serde_json::to_string(&report).unwrap_or_default()

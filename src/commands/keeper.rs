@@ -14,7 +14,8 @@ use crate::logging;
 use crate::metrics::RunningSums;
 use crate::model::Model;
 use crate::report::RunDir;
-use crate::training::{Observer, Progress, Session};
+use crate::session::{Progress, Session};
+use crate::train::Observer;
 
 /// Writes what each epoch leaves: checkpoint, best models, history files, and drives the
 /// progress bar. Stops training when Ctrl-C was pressed.

@@ -21,7 +21,7 @@ use crate::data::DataError;
 use crate::logging::{self, LogError};
 use crate::plot::PlotError;
 use crate::report::{ReportError, RunDir};
-use crate::training::TrainError;
+use crate::train::TrainError;
 
 /// What can make `trainer` fail.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use crate::cli::{DEFAULT_BACKEND, PredictArgs};
 use crate::data::IMAGE_PIXELS;
 use crate::model::Model;
 use crate::predict::{self, ImageError};
-use crate::training::TrainError;
+use crate::train::TrainError;
 
 /// One image's answer: the digit and the probabilities, most likely first.
 fn classify(

@@ -14,12 +14,14 @@ use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, LogArgs, TrainArgs};
 use crate::data::Mnist;
 use crate::gather::GatherMethod;
+use crate::loader::{Feed, StepMethod};
 use crate::logging;
+use crate::metrics::round;
 use crate::model::Model;
+use crate::recipe::TrainConfig;
 use crate::report::{self, RunConfig, RunDir, Start, TestReport};
-use crate::training::{
-    self, Feed, Observer, Outcome, Session, Sets, StepMethod, TrainConfig, TrainError,
-};
+use crate::session::Session;
+use crate::train::{self, Observer, Outcome, Sets, TrainError};
 
 /// Trains the run `args` describe; returns the result line.
 pub(super) fn train(
@@ -72,7 +74,7 @@ pub(super) fn train(
     run.write_config(&run_config)?;
     log_recipe(&run, args, &config, &sets);
 
-    let outcome = training::train(
+    let outcome = train::train(
         &config,
         &sets,
         &device.device,
@@ -226,12 +228,12 @@ fn finish(
 ) -> Result<String, Error> {
     checkpoint::save_model(&model, &run.final_model())?;
     let test_data = feed.assembler(&sets.test, device);
-    let (metrics, predicted) = training::evaluate(&model, &test_data, feed)?;
+    let (metrics, predicted) = train::evaluate(&model, &test_data, feed)?;
     let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
     run.write_test(&test)?;
     info!(
-        test_loss = training::round(metrics.loss, 4),
-        test_acc = training::round(metrics.accuracy, 4),
+        test_loss = round(metrics.loss, 4),
+        test_acc = round(metrics.accuracy, 4),
         images = metrics.count,
         "test"
     );

@@ -14,7 +14,7 @@ use burn::cubecl::prelude::KernelId;
 use super::ParamMeta;
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::gather::pixels_source;
-use crate::training::{ADAM_BETA1, ADAM_BETA2};
+use crate::recipe::{ADAM_BETA1, ADAM_BETA2};
 
 /// Words of the step buffer before the batch's rows (mlp_layout.wgsl).
 pub(super) const ROWS_AT: usize = 8;

@@ -35,13 +35,13 @@ use std::sync::Arc;
 use burn::cubecl::server::Handle;
 use burn::optim::ModuleOptimizer;
 
+use crate::batch::Shift;
 use crate::data::IMAGE_PIXELS;
 use crate::gather::{Resident, batch_rows};
 use crate::kernels::Gpu;
-use crate::loader::Shift;
 use crate::metrics::{Metrics, ReadError, RunningSums};
 use crate::model::{Architecture, Model};
-use crate::training::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
+use crate::recipe::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
 use layout::{HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHTS_WORKGROUP, WORKGROUP};
 pub use state::Moments;
 pub(crate) use state::ParamMeta;
@@ -454,7 +454,7 @@ impl FusedStep {
 }
 
 /// Images per evaluation batch: what the generic evaluation takes too.
-const EVAL_ROWS: usize = crate::training::EVAL_BATCH;
+const EVAL_ROWS: usize = crate::batch::EVAL_BATCH;
 
 /// Loss, accuracy and each image's predicted digit for `model` on the resident split `data`,
 /// with the fused step's forward kernels: no burn kernel to compile or tune, so a run on the

@@ -9,7 +9,7 @@ use burn::tensor::{Bytes, Tensor, TensorData};
 use super::FusedError;
 use crate::metrics::ReadError;
 use crate::model::Model;
-use crate::training::{TrainConfig, optimizer};
+use crate::recipe::{TrainConfig, optimizer};
 
 /// A parameter's id and shape.
 pub(crate) type ParamMeta = (ParamId, Vec<usize>);

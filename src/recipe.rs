@@ -1,0 +1,137 @@
+//! The recipe: everything that decides what is trained and how (network, optimizer, rates,
+//! regularisation, data split, seed), its defaults, and the optimizer it makes.
+
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Architecture;
+
+/// The recipe: everything that decides what is trained and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Which network (the article's MLP by default).
+    #[serde(default)]
+    pub model: Architecture,
+    /// The MLP's hidden layer widths (`[30, 10]` in the article).
+    pub hidden: Vec<usize>,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per training step.
+    pub batch_size: usize,
+    /// Adam's learning rate (the peak, with a schedule).
+    pub lr: f64,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Largest random shift of a training image, in pixels (0: none).
+    #[serde(default)]
+    pub augment: usize,
+    /// Decoupled weight decay per unit of learning rate (AdamW; 0: plain Adam, the article).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Dropout rate on the hidden dense layers while training (0: none, the article).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Label smoothing ε: the training target puts 1 − ε on the label and ε spread evenly over
+    /// all ten digits (0: none, the article). Reported losses stay plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Seed for the initial weights and the shuffles.
+    pub seed: u64,
+    /// Images at the end of the training file kept for validation.
+    pub valid_size: usize,
+    /// Train on only the first N training images (after the validation split).
+    pub train_limit: Option<usize>,
+    /// Test on only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Stop when the validation loss has not improved for this many epochs, and go back to
+    /// the weights of the best epoch (`None`: run every epoch, as the article does).
+    pub patience: Option<usize>,
+}
+
+/// How the learning rate changes over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The same rate throughout (the article)
+    #[default]
+    Constant,
+    /// Cosine decay from --lr to 0 over all the run's steps
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate for step `step` (0-based, counted over the whole run) of `total`.
+    pub fn rate(self, lr: f64, step: usize, total: usize) -> f64 {
+        match self {
+            Self::Constant => lr,
+            Self::Cosine => {
+                let progress = step as f64 / total.max(1) as f64;
+                0.5 * lr * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+            }
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    /// The article's recipe, as Keras runs it.
+    fn default() -> Self {
+        Self {
+            model: Architecture::Mlp,
+            hidden: vec![30, 10],
+            epochs: 30,
+            batch_size: 32,
+            lr: 1e-3,
+            schedule: Schedule::Constant,
+            augment: 0,
+            weight_decay: 0.0,
+            dropout: 0.0,
+            label_smoothing: 0.0,
+            seed: 42,
+            valid_size: 5000,
+            train_limit: None,
+            test_limit: None,
+            patience: None,
+        }
+    }
+}
+
+/// Adam's ε as Keras sets it (burn's default is 1e-5).
+pub(crate) const ADAM_EPSILON: f32 = 1e-7;
+/// Adam's β1 and β2: Keras' and burn's defaults, which `optimizer` leaves as they are.
+pub(crate) const ADAM_BETA1: f32 = 0.9;
+pub(crate) const ADAM_BETA2: f32 = 0.999;
+
+/// A fresh optimizer for `config`: Adam with Keras' β1, β2 and ε, or AdamW with the same
+/// and `config.weight_decay` when that is set.
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    if config.weight_decay > 0.0 {
+        AdamWConfig::new()
+            .with_beta_1(ADAM_BETA1)
+            .with_beta_2(ADAM_BETA2)
+            .with_epsilon(ADAM_EPSILON)
+            .with_weight_decay(config.weight_decay as f32)
+            .init()
+    } else {
+        AdamConfig::new()
+            .with_beta_1(ADAM_BETA1)
+            .with_beta_2(ADAM_BETA2)
+            .with_epsilon(ADAM_EPSILON)
+            .init()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_decays_from_the_rate_to_zero() {
+        let s = Schedule::Cosine;
+        assert_eq!(s.rate(0.01, 0, 100), 0.01);
+        assert!((s.rate(0.01, 50, 100) - 0.005).abs() < 1e-12);
+        assert!(s.rate(0.01, 100, 100).abs() < 1e-12);
+        assert!(s.rate(0.01, 30, 100) > s.rate(0.01, 31, 100));
+        assert_eq!(Schedule::Constant.rate(0.01, 99, 100), 0.01);
+    }
+}

@@ -1,0 +1,61 @@
+//! Evaluation: loss, accuracy and each image's predicted digit, on validation or test images.
+
+use tracing::debug;
+
+use super::TrainError;
+use crate::backend::with_subnormals_flushed;
+use crate::batch::EVAL_BATCH;
+use crate::data::DataError;
+use crate::fused::FusedError;
+use crate::gather::GatherMethod;
+use crate::loader::{Assembler, Feed, Loader, StepMethod};
+use crate::metrics::{
+    Accumulator, Metrics, RunningSums, read_ints, weighted_correct, weighted_nll_sum,
+};
+use crate::model::Model;
+
+/// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
+/// batches, and each image's predicted digit. On a wgpu device with the data resident for
+/// the WGSL kernels and the fused step asked for, by the fused step's forward kernels;
+/// otherwise by burn's.
+pub fn evaluate(
+    model: &Model,
+    data: &Assembler,
+    feed: &Feed,
+) -> Result<(Metrics, Vec<u8>), TrainError> {
+    with_subnormals_flushed(|| evaluate_flushed(model, data, feed))
+}
+
+fn evaluate_flushed(
+    model: &Model,
+    data: &Assembler,
+    feed: &Feed,
+) -> Result<(Metrics, Vec<u8>), TrainError> {
+    if data.is_empty() {
+        return Err(DataError::Split("there are no images to evaluate on".into()).into());
+    }
+    if let Assembler::Resident(resident, None) = data
+        && resident.method() == GatherMethod::Kernel
+        && feed.step == StepMethod::Fused
+    {
+        match crate::fused::evaluate(model, resident) {
+            Err(FusedError::Model(why)) => debug!(reason = %why, "burn's generic evaluation"),
+            done => return Ok(done?),
+        }
+    }
+    let prefetch = feed.prefetch;
+    let mut sums = Accumulator::default();
+    let mut predicted = Vec::with_capacity(data.len());
+    let batch = EVAL_BATCH.min(data.len()).max(1);
+    let order = (0..data.len() as u32).collect();
+    let mut loader = Loader::new(data.clone(), order, batch, prefetch);
+    for b in loader.by_ref() {
+        let logits = model.forward(b.images);
+        let nll = weighted_nll_sum(logits.clone(), b.labels.clone(), b.weights.clone());
+        let argmax = read_ints(logits.clone().argmax(1))?;
+        predicted.extend(argmax.iter().take(b.real).map(|&d| d as u8));
+        sums.add(nll, weighted_correct(logits, b.labels, b.weights), b.real);
+    }
+    loader.finish()?;
+    Ok((sums.metrics()?, predicted))
+}

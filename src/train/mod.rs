@@ -1,0 +1,622 @@
+//! The training loop: the article's recipe (Adam, sparse categorical cross-entropy, shuffled
+//! mini-batches, validation after every epoch), with early stopping, on a state that can be
+//! saved at any batch boundary and resumed bit for bit.
+
+mod epoch;
+mod evaluate;
+
+pub use evaluate::evaluate;
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+use tracing::{debug, info};
+
+use crate::backend::with_subnormals_flushed;
+use crate::data::{DataError, Mnist, Split};
+use crate::fused::{FusedError, FusedStep};
+use crate::gather::GatherMethod;
+use crate::kernels::Gpu;
+use crate::loader::{Assembler, Feed, LoaderError, StepMethod};
+use crate::metrics::round;
+use crate::metrics::{Accumulator, ReadError, RunningSums};
+use crate::model::{Model, ModelError};
+use crate::recipe::TrainConfig;
+use crate::rng;
+use crate::session::{EpochRecord, PartialEpoch, Progress, Session};
+use epoch::EpochPlan;
+
+/// What can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The data does not fit the recipe.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model cannot be built.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The batch loader failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Metrics could not be read from the device.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The fused training step failed.
+    #[error(transparent)]
+    Fused(#[from] FusedError),
+    /// The observer (checkpoints, history files) failed.
+    #[error("{0}")]
+    Observer(String),
+}
+
+/// The three sets a run uses.
+#[derive(Debug, Clone)]
+pub struct Sets {
+    /// Trained on.
+    pub train: Split,
+    /// Evaluated after every epoch (may be empty).
+    pub valid: Split,
+    /// Evaluated once, at the end.
+    pub test: Split,
+}
+
+impl Sets {
+    /// Splits MNIST as the recipe says: the last `valid_size` training images for validation,
+    /// then the optional limits.
+    pub fn new(mnist: &Mnist, config: &TrainConfig) -> Result<Self, DataError> {
+        let (mut train, valid) = mnist.train.split_last(config.valid_size)?;
+        let mut test = mnist.test.clone();
+        if let Some(n) = config.train_limit {
+            train = train.slice(0..n.min(train.len()));
+        }
+        if let Some(n) = config.test_limit {
+            test = test.slice(0..n.min(test.len()));
+        }
+        if train.is_empty() || test.is_empty() {
+            return Err(DataError::Split(
+                "--train-limit and --test-limit must leave at least one image".into(),
+            ));
+        }
+        if config.patience.is_some() && valid.is_empty() {
+            return Err(DataError::Split(
+                "--patience needs a validation set (--valid-size > 0)".into(),
+            ));
+        }
+        Ok(Self { train, valid, test })
+    }
+}
+
+/// What the loop asks of its caller, between steps and after epochs.
+pub trait Observer {
+    /// Called after every training step; return `false` to stop at this batch boundary.
+    /// `sums` holds the epoch's running sums (reading them syncs the device: do it rarely).
+    /// By default: go on.
+    fn on_step(
+        &mut self,
+        _epoch: usize,
+        _step: usize,
+        _steps: usize,
+        _sums: &dyn RunningSums,
+    ) -> bool {
+        true
+    }
+
+    /// Called after every epoch, with the state a checkpoint needs.
+    /// `improved` is true when the epoch set a new best validation accuracy. By default: nothing.
+    fn on_epoch(
+        &mut self,
+        _model: &Model,
+        _optimizer: &ModuleOptimizer,
+        _progress: &Progress,
+        _improved: bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called when a step-level stop leaves an epoch unfinished, with the state to save.
+    /// By default: nothing.
+    fn on_interrupt(
+        &mut self,
+        _model: &Model,
+        _optimizer: &ModuleOptimizer,
+        _progress: &Progress,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// An observer that does nothing (tests, quick runs).
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// All epochs ran.
+    Completed,
+    /// Early stopping ended the run after this epoch; the model is the best epoch's.
+    EarlyStopped {
+        /// The last epoch run.
+        epoch: usize,
+        /// The epoch whose weights were restored.
+        best: usize,
+    },
+    /// The observer stopped the run inside this epoch; its state was handed to `on_interrupt`.
+    Interrupted {
+        /// The unfinished epoch.
+        epoch: usize,
+    },
+}
+
+/// Trains `session` on `sets` with `config` on `device` until `config.epochs` epochs are done,
+/// early stopping ends it, or `observer` stops it. Logs one event per epoch.
+pub fn train(
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    feed: &Feed,
+    session: &mut Session,
+    observer: &mut (dyn Observer + Send),
+) -> Result<Outcome, TrainError> {
+    with_subnormals_flushed(|| train_flushed(config, sets, device, feed, session, observer))
+}
+
+fn train_flushed(
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    feed: &Feed,
+    session: &mut Session,
+    observer: &mut (dyn Observer + Send),
+) -> Result<Outcome, TrainError> {
+    if let Some(best) = session.progress.stopped_early {
+        let epoch = session.progress.epochs_done();
+        return Ok(Outcome::EarlyStopped { epoch, best });
+    }
+    let plain = device.clone();
+    let steps = sets.train.len().div_ceil(config.batch_size);
+    let (train_data, valid_data, mut fused) = feeds(config, sets, device, feed, session)?;
+    let dropout_widths = session.model.dropout_widths();
+    // Early stopping keeps the weights of the best epoch by validation loss.
+    let mut best_weights: Option<Model> = None;
+    while session.progress.epochs_done() < config.epochs {
+        let epoch = session.progress.epochs_done() + 1;
+        let start = Instant::now();
+        let order = rng::epoch_order(sets.train.len(), config.seed, epoch);
+        let (step, sums, count, earlier_seconds) = match session.progress.partial.take() {
+            Some(p) if p.epoch == epoch => (p.steps, p.sums, p.count, p.seconds),
+            _ => (0, [0.0; 2], 0, 0.0),
+        };
+        let rest = order[(step * config.batch_size).min(order.len())..].to_vec();
+        let mut generic_sums = Accumulator::from_sums(sums, count, &plain);
+        if let Some(fused) = &mut fused {
+            fused.start_epoch(sums, count);
+        }
+        let plan = EpochPlan {
+            config,
+            feed,
+            train_data: &train_data,
+            dropout_widths: &dropout_widths,
+            device: &plain,
+            epoch,
+            steps,
+        };
+        let (step, stopped) = plan.run(
+            rest,
+            step,
+            session,
+            fused.as_mut(),
+            &mut generic_sums,
+            observer,
+        )?;
+        let running: &dyn RunningSums = match &fused {
+            Some(f) => f,
+            None => &generic_sums,
+        };
+        // Reading the sums back waits for the device: the epoch's steps are done after it.
+        let (sums, count) = running.sums()?;
+        let train = running.metrics()?;
+        if let Some(f) = &fused {
+            session.optimizer = f.store(&mut session.model, config)?;
+        }
+        if stopped {
+            session.progress.partial = Some(PartialEpoch {
+                epoch,
+                steps: step,
+                sums,
+                count,
+                seconds: earlier_seconds + start.elapsed().as_secs_f64(),
+            });
+            observer
+                .on_interrupt(&session.model, &session.optimizer, &session.progress)
+                .map_err(TrainError::Observer)?;
+            return Ok(Outcome::Interrupted { epoch });
+        }
+        let train_seconds = earlier_seconds + start.elapsed().as_secs_f64();
+        let valid = (!valid_data.is_empty())
+            .then(|| evaluate(&session.model.valid(), &valid_data, feed))
+            .transpose()?
+            .map(|(metrics, _)| metrics);
+        let record = EpochRecord {
+            epoch,
+            train,
+            valid,
+            train_seconds,
+            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
+        };
+        log_epoch(&record, config.epochs);
+        let verdict = session.progress.record_epoch(record, config.patience);
+        if verdict.best_loss {
+            best_weights = Some(session.model.clone());
+        }
+        log_memory(epoch);
+        observer
+            .on_epoch(
+                &session.model,
+                &session.optimizer,
+                &session.progress,
+                verdict.improved,
+            )
+            .map_err(TrainError::Observer)?;
+        if let Some(best) = verdict.stop_early {
+            // After a resume the best weights may predate this process: they are then in the
+            // run's best-by-validation-loss model, which the caller restores.
+            if let Some(weights) = best_weights {
+                session.model = weights;
+            }
+            info!(
+                epoch,
+                best_epoch = best,
+                "early stopping: validation loss has not improved"
+            );
+            return Ok(Outcome::EarlyStopped { epoch, best });
+        }
+    }
+    Ok(Outcome::Completed)
+}
+
+/// Where the epoch's batches come from (training and validation), and the fused step when
+/// the run takes it.
+fn feeds(
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    feed: &Feed,
+    session: &mut Session,
+) -> Result<(Assembler, Assembler, Option<FusedStep>), TrainError> {
+    // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
+    let train_data = if config.augment > 0 && feed.gather == GatherMethod::Ops {
+        Assembler::Host {
+            split: sets.train.clone(),
+            device: device.clone(),
+        }
+    } else {
+        feed.assembler(&sets.train, device)
+    };
+    let valid_data = feed.assembler(&sets.valid, device);
+    let fused = fused_step(config, feed, device, &train_data, session)?;
+    debug!(
+        bytes_per_step = match &fused {
+            Some(f) => f.upload_bytes(),
+            None => train_data.upload_bytes(config.batch_size),
+        },
+        resident = matches!(train_data, Assembler::Resident(..)),
+        "loader"
+    );
+    Ok((train_data, valid_data, fused))
+}
+
+/// Logs the process's resident memory after `epoch`, reading /proc only when the event will
+/// be seen.
+fn log_memory(epoch: usize) {
+    if tracing::enabled!(tracing::Level::DEBUG)
+        && let Some(rss_mb) = resident_mb()
+    {
+        debug!(epoch, rss_mb = round(rss_mb, 1), "memory");
+    }
+}
+
+/// The fused training step for this run, when it asked for one on a wgpu device and the
+/// fused step covers its recipe; otherwise `None` (burn's generic step), with a log line
+/// saying why when the fused step was asked for on wgpu.
+fn fused_step(
+    config: &TrainConfig,
+    feed: &Feed,
+    device: &Device,
+    train_data: &Assembler,
+    session: &Session,
+) -> Result<Option<FusedStep>, TrainError> {
+    if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
+        return Ok(None);
+    }
+    let resident = match train_data {
+        Assembler::Resident(resident, _) if resident.method() == GatherMethod::Kernel => {
+            Some(resident)
+        }
+        _ => None,
+    };
+    if let Some(why) = crate::fused::unsupported(config, resident.is_some()) {
+        info!(reason = %why, "burn's generic training step");
+        return Ok(None);
+    }
+    let Some(resident) = resident else {
+        return Ok(None);
+    };
+    match FusedStep::new(
+        &session.model,
+        &session.optimizer,
+        config,
+        resident,
+        config.batch_size,
+    ) {
+        Ok(fused) => {
+            debug!(model = %config.model, "fused training step");
+            Ok(Some(fused))
+        }
+        Err(FusedError::Model(why)) => {
+            info!(reason = %why, "burn's generic training step");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn log_epoch(r: &EpochRecord, epochs: usize) {
+    let ips = round(r.images_per_s(), 0);
+    match r.valid {
+        Some(v) => info!(
+            epoch = r.epoch,
+            epochs,
+            train_loss = round(r.train.loss, 4),
+            train_acc = round(r.train.accuracy, 4),
+            val_loss = round(v.loss, 4),
+            val_acc = round(v.accuracy, 4),
+            seconds = round(r.seconds, 3),
+            images_per_s = ips,
+            "epoch"
+        ),
+        None => info!(
+            epoch = r.epoch,
+            epochs,
+            train_loss = round(r.train.loss, 4),
+            train_acc = round(r.train.accuracy, 4),
+            seconds = round(r.seconds, 3),
+            images_per_s = ips,
+            "epoch"
+        ),
+    }
+}
+
+/// This process's resident memory in MiB, where the system tells it (Linux: /proc).
+fn resident_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(prefetch: usize) -> Feed {
+        Feed {
+            prefetch,
+            gather: GatherMethod::Host,
+            step: StepMethod::Generic,
+        }
+    }
+
+    fn mnist(n: usize, m: usize) -> Mnist {
+        // Learnable toy data: the label is written into the image's brightness.
+        let split = |n: usize| {
+            let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+            let images = labels
+                .iter()
+                .flat_map(|&l| (0..784).map(move |p| if p % 10 == l as usize { 250 } else { 3 }))
+                .collect();
+            Split::new(images, labels).unwrap()
+        };
+        Mnist {
+            train: split(n),
+            test: split(m),
+        }
+    }
+
+    #[test]
+    fn sets_follow_the_split_and_limits() {
+        let mnist = mnist(100, 20);
+        let config = TrainConfig {
+            valid_size: 30,
+            train_limit: Some(50),
+            test_limit: Some(5),
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist, &config).unwrap();
+        assert_eq!(
+            (sets.train.len(), sets.valid.len(), sets.test.len()),
+            (50, 30, 5)
+        );
+        assert_eq!(sets.valid.labels[0], 0, "validation starts at image 70");
+        let config = TrainConfig {
+            train_limit: Some(0),
+            valid_size: 10,
+            ..TrainConfig::default()
+        };
+        assert!(Sets::new(&mnist, &config).is_err());
+    }
+
+    /// Stops after `at` steps in total.
+    struct StopAfter {
+        at: usize,
+        seen: usize,
+        saved: Option<(Model, ModuleOptimizer, Progress)>,
+    }
+
+    impl Observer for StopAfter {
+        fn on_step(&mut self, _: usize, _: usize, _: usize, _: &dyn RunningSums) -> bool {
+            self.seen += 1;
+            self.seen < self.at
+        }
+        fn on_interrupt(
+            &mut self,
+            m: &Model,
+            o: &ModuleOptimizer,
+            p: &Progress,
+        ) -> Result<(), String> {
+            self.saved = Some((m.clone(), o.clone(), p.clone()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn interrupted_and_resumed_equals_straight_through() {
+        let device = Device::flex();
+        let config = TrainConfig {
+            hidden: vec![16],
+            epochs: 3,
+            batch_size: 8,
+            valid_size: 20,
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
+        let mut straight = Session::new(&config, &device).unwrap();
+        let outcome = train(&config, &sets, &device, &feed(0), &mut straight, &mut Quiet).unwrap();
+        assert_eq!(outcome, Outcome::Completed);
+
+        // 10 steps an epoch: stop in the middle of epoch 2, then resume from the saved state.
+        let mut first = Session::new(&config, &device).unwrap();
+        let mut stop = StopAfter {
+            at: 14,
+            seen: 0,
+            saved: None,
+        };
+        let outcome = train(&config, &sets, &device, &feed(2), &mut first, &mut stop).unwrap();
+        assert_eq!(outcome, Outcome::Interrupted { epoch: 2 });
+        let (model, optimizer, progress) = stop.saved.unwrap();
+        assert_eq!(progress.partial.as_ref().unwrap().steps, 4);
+        let mut resumed = Session {
+            model,
+            optimizer,
+            progress,
+        };
+        train(&config, &sets, &device, &feed(1), &mut resumed, &mut Quiet).unwrap();
+
+        assert_eq!(
+            straight.model.parameters().unwrap(),
+            resumed.model.parameters().unwrap()
+        );
+        let strip = |h: &[EpochRecord]| {
+            h.iter()
+                .map(|r| (r.epoch, r.train, r.valid))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&straight.progress.history),
+            strip(&resumed.progress.history)
+        );
+    }
+
+    #[test]
+    fn weight_decay_shrinks_the_weights_and_smoothing_and_dropout_change_the_training() {
+        let device = Device::flex();
+        let base = TrainConfig {
+            hidden: vec![16],
+            epochs: 2,
+            batch_size: 8,
+            lr: 1e-2,
+            valid_size: 20,
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist(100, 10), &base).unwrap();
+        let run = |config: &TrainConfig| {
+            let mut session = Session::new(config, &device).unwrap();
+            train(config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
+            session
+        };
+        let norm = |s: &Session| {
+            s.model.parameters().unwrap()[0]
+                .iter()
+                .map(|w| w * w)
+                .sum::<f32>()
+        };
+        let plain = run(&base);
+        let decayed = run(&TrainConfig {
+            weight_decay: 2.0,
+            ..base.clone()
+        });
+        // 20 steps of decay by lr × 2 = 2 % each shrink the first layer by a third.
+        assert!(
+            norm(&decayed) < 0.8 * norm(&plain),
+            "{} vs {}",
+            norm(&decayed),
+            norm(&plain)
+        );
+
+        let smoothed = run(&TrainConfig {
+            label_smoothing: 0.1,
+            ..base.clone()
+        });
+        assert_ne!(
+            smoothed.model.parameters().unwrap(),
+            plain.model.parameters().unwrap()
+        );
+        let dropped = run(&TrainConfig {
+            dropout: 0.5,
+            ..base.clone()
+        });
+        assert_ne!(
+            dropped.model.parameters().unwrap(),
+            plain.model.parameters().unwrap()
+        );
+        assert_eq!(
+            dropped.model.parameters().unwrap(),
+            run(&TrainConfig {
+                dropout: 0.5,
+                ..base.clone()
+            })
+            .model
+            .parameters()
+            .unwrap(),
+            "dropout is reproducible"
+        );
+    }
+
+    #[test]
+    fn early_stopping_restores_the_best_epoch() {
+        let device = Device::flex();
+        // A learning rate so high that validation loss soon stops improving.
+        let config = TrainConfig {
+            hidden: vec![8],
+            epochs: 40,
+            batch_size: 10,
+            lr: 0.5,
+            valid_size: 20,
+            patience: Some(2),
+            ..TrainConfig::default()
+        };
+        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
+        let mut session = Session::new(&config, &device).unwrap();
+        let outcome = train(&config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
+        let Outcome::EarlyStopped { epoch, best } = outcome else {
+            panic!("expected early stopping, got {outcome:?}");
+        };
+        assert_eq!(epoch - best, 2);
+        assert_eq!(session.progress.history.len(), epoch);
+        let (v, _) = evaluate(
+            &session.model.valid(),
+            &feed(0).assembler(&sets.valid, &device),
+            &feed(0),
+        )
+        .unwrap();
+        let best_loss = session.progress.history[best - 1].valid.unwrap().loss;
+        assert!(
+            (v.loss - best_loss).abs() < 1e-6,
+            "{} vs {best_loss}",
+            v.loss
+        );
+    }
+}
