@@ -334,7 +334,7 @@ impl Split {
                 labels.len()
             )));
         }
-        if let Some((index, &value)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
+        if let Some((index, value)) = bad_label(&labels) {
             return Err(DataError::Split(format!(
                 "label {value} at index {index} is outside 0-9"
             )));
@@ -382,6 +382,15 @@ impl Split {
     }
 }
 
+/// The first label that is not a digit (0 to `NUM_CLASSES` − 1), with its index.
+fn bad_label(labels: &[u8]) -> Option<(usize, u8)> {
+    labels
+        .iter()
+        .copied()
+        .enumerate()
+        .find(|&(_, l)| usize::from(l) >= NUM_CLASSES)
+}
+
 /// Reads one images file and its labels file into a [`Split`], checking them against
 /// each other.
 pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
@@ -404,7 +413,7 @@ pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Split, DataE
             n_labels: labels.dims[0],
         });
     }
-    if let Some((index, &value)) = labels.data.iter().enumerate().find(|(_, l)| **l > 9) {
+    if let Some((index, value)) = bad_label(&labels.data) {
         return Err(DataError::BadLabel {
             path: labels_path.to_path_buf(),
             index,

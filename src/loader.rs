@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Shift, make_batch};
 use crate::data::{IMAGE_PIXELS, Split};
-use crate::gather::{GatherError, GatherMethod, Resident};
+use crate::gpu::gather::{GatherError, GatherMethod, Resident};
 
 /// Where batches are put together.
 #[derive(Debug, Clone)]

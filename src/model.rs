@@ -31,15 +31,6 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// Epochs of the default recipe: the article's 30 for the MLP; the CNN is near its best
-    /// after 10.
-    pub fn default_epochs(self) -> usize {
-        match self {
-            Self::Mlp => 30,
-            Self::Cnn => 10,
-        }
-    }
-
     /// How many parameters the network has with these hidden widths (the MLP's; the CNN has
     /// none to choose), saturating rather than overflowing on absurd widths: a model file's
     /// header is checked against its weights with it before anything is built.

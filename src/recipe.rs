@@ -73,10 +73,12 @@ impl Schedule {
     }
 }
 
-impl Default for TrainConfig {
-    /// The article's recipe, as Keras runs it.
-    fn default() -> Self {
-        Self {
+impl TrainConfig {
+    /// The default recipe for `model`, the one place the defaults are written: for the MLP the
+    /// article's, as Keras runs it; the CNN is near its best after 10 epochs, with a cosine
+    /// schedule and shifts of up to 2 pixels.
+    pub fn defaults(model: Architecture) -> Self {
+        let article = Self {
             model: Architecture::Mlp,
             hidden: vec![30, 10],
             epochs: 30,
@@ -92,7 +94,25 @@ impl Default for TrainConfig {
             train_limit: None,
             test_limit: None,
             patience: None,
+        };
+        match model {
+            Architecture::Mlp => article,
+            Architecture::Cnn => Self {
+                model,
+                hidden: Vec::new(),
+                epochs: 10,
+                schedule: Schedule::Cosine,
+                augment: 2,
+                ..article
+            },
         }
+    }
+}
+
+impl Default for TrainConfig {
+    /// The article's recipe.
+    fn default() -> Self {
+        Self::defaults(Architecture::Mlp)
     }
 }
 

@@ -154,3 +154,53 @@ impl Session {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, loss: f64, accuracy: f64) -> EpochRecord {
+        let m = Metrics {
+            loss,
+            accuracy,
+            count: 10,
+        };
+        EpochRecord {
+            epoch,
+            train: m,
+            valid: Some(m),
+            train_seconds: 1.0,
+            seconds: 1.0,
+        }
+    }
+
+    /// Best epochs by accuracy and by loss are tracked apart; patience counts epochs since the
+    /// lowest loss, and the verdict names the epoch to go back to.
+    #[test]
+    fn early_stopping_waits_patience_epochs_after_the_lowest_loss() {
+        let mut p = Progress::new();
+        let v = p.record_epoch(epoch(1, 0.5, 0.80), Some(2));
+        assert_eq!((v.improved, v.best_loss, v.stop_early), (true, true, None));
+        // Better accuracy, worse loss: a new best model, not a new best loss.
+        let v = p.record_epoch(epoch(2, 0.6, 0.85), Some(2));
+        assert_eq!((v.improved, v.best_loss, v.stop_early), (true, false, None));
+        let v = p.record_epoch(epoch(3, 0.7, 0.84), Some(2));
+        assert_eq!(
+            (v.improved, v.best_loss, v.stop_early),
+            (false, false, Some(1))
+        );
+        assert_eq!(p.stopped_early, Some(1));
+        assert_eq!(
+            (p.best_val_acc, p.best_val_loss),
+            (Some((0.85, 2)), Some((0.5, 1)))
+        );
+        assert_eq!(p.epochs_done(), 3);
+        // Without patience the loss is not tracked and nothing stops.
+        let mut p = Progress::new();
+        for e in 1..=5 {
+            let v = p.record_epoch(epoch(e, 0.5 + e as f64, 0.5), None);
+            assert_eq!(v.stop_early, None);
+        }
+        assert_eq!(p.best_val_loss, None);
+    }
+}

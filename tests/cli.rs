@@ -141,7 +141,7 @@ fn wgpu_tests_run() -> bool {
 #[test]
 fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
     use trainer::batch::Shift;
-    use trainer::gather::GatherMethod;
+    use trainer::gpu::gather::GatherMethod;
     use trainer::loader::Assembler;
     use trainer::loader::{Feed, StepMethod};
 

@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use trainer::backend::{BackendKind, DeviceRequest, WgpuApi};
 use trainer::data::{Mnist, default_data_dir};
-use trainer::gather::GatherMethod;
+use trainer::gpu::gather::GatherMethod;
 use trainer::loader::{Feed, StepMethod};
 use trainer::model::{Architecture, Model};
 use trainer::recipe::{Schedule, TrainConfig};
@@ -357,7 +357,7 @@ fn a_fused_training_step_takes_a_few_dispatches() {
         // Steps 11 to 40: every launch between the end of step 10 and the end of step 40.
         let per_step = (counts[39] - counts[9]) as f64 / 30.0;
         let names = launches.names.lock().unwrap();
-        // "…Source<trainer::fused::layout::names::Head>>" → "Head".
+        // "…Source<trainer::gpu::fused::layout::names::Head>>" → "Head".
         let step_names: Vec<_> = names[counts[9]..counts[10]]
             .iter()
             .map(|n| n.rsplit("::").next().unwrap_or(n).trim_end_matches('>'))

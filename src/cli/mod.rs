@@ -11,7 +11,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::{BackendKind, DeviceRequest, WgpuApi};
 use crate::data::default_data_dir;
-use crate::gather::GatherMethod;
+use crate::gpu::gather::GatherMethod;
 use crate::loader::{Feed, StepMethod};
 use crate::logging::{LogFormat, LogOptions};
 use crate::model::Architecture;
@@ -121,18 +121,6 @@ pub struct SweepArgs {
     pub common: Vec<String>,
 }
 
-/// The grid's own flags, and those a sweep sets per run: not allowed after `--`.
-const SWEEP_OWNED: [&str; 8] = [
-    "model",
-    "hidden",
-    "lr",
-    "batch_size",
-    "epochs",
-    "seed",
-    "out",
-    "resume",
-];
-
 /// Which device to compute on.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
@@ -213,11 +201,11 @@ pub struct TrainArgs {
     pub epochs: Option<u32>,
 
     /// Images per training step
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 
     /// Adam learning rate (the peak, with --lr-schedule cosine)
-    #[arg(long, default_value_t = 1e-3, value_parser = parse_lr)]
+    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = parse_lr)]
     pub lr: f64,
 
     /// How the learning rate changes over the run [default: constant for the MLP, as the article; cosine for the CNN]
@@ -229,29 +217,30 @@ pub struct TrainArgs {
     pub augment: Option<u32>,
 
     /// Decoupled weight decay (AdamW, decay = lr × WD per step; 0: plain Adam, as the article)
-    #[arg(long, default_value_t = 0.0, value_name = "WD", value_parser = parse_weight_decay)]
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_name = "WD", value_parser = parse_weight_decay)]
     pub weight_decay: f64,
 
     /// Dropout rate on the hidden dense layers while training (the MLP's hidden layers, the CNN's Dense(128)); 0: none
-    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    #[arg(long, default_value_t = TrainConfig::default().dropout, value_name = "P", value_parser = parse_fraction)]
     pub dropout: f64,
 
     /// Label smoothing: train towards 1 − EPS on the label and EPS spread over all digits (reported losses stay plain cross-entropy)
-    #[arg(long, default_value_t = 0.0, value_name = "EPS", value_parser = parse_fraction)]
+    #[arg(long, default_value_t = TrainConfig::default().label_smoothing, value_name = "EPS", value_parser = parse_fraction)]
     pub label_smoothing: f64,
 
     /// Seed for the initial weights and the per-epoch shuffles
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
 
     /// Network to train
-    #[arg(long, value_enum, default_value_t = Architecture::Mlp)]
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().model)]
     pub model: Architecture,
 
     /// The MLP's hidden layer widths, comma-separated (the article: 30,10)
     #[arg(
         long,
         value_delimiter = ',',
+        // TrainConfig::default().hidden, as clap writes a list (tested below).
         default_value = "30,10",
         value_name = "W,W,...",
         value_parser = parse_width
@@ -259,7 +248,7 @@ pub struct TrainArgs {
     pub hidden: Vec<usize>,
 
     /// Images at the end of the training file held out for validation (0: no validation)
-    #[arg(long, default_value_t = 5000, value_name = "N")]
+    #[arg(long, default_value_t = TrainConfig::default().valid_size, value_name = "N")]
     pub valid_size: usize,
 
     /// Train on only the first N training images (quick runs)
@@ -406,30 +395,20 @@ impl LogArgs {
 impl TrainArgs {
     /// The training recipe these flags describe.
     pub fn train_config(&self) -> TrainConfig {
+        let defaults = TrainConfig::defaults(self.model);
         TrainConfig {
             model: self.model,
             // The CNN has no hidden widths to choose; the recipe says so rather than
             // carrying the MLP's default.
             hidden: match self.model {
                 Architecture::Mlp => self.hidden.clone(),
-                Architecture::Cnn => Vec::new(),
+                Architecture::Cnn => defaults.hidden,
             },
-            epochs: self
-                .epochs
-                .map_or(self.model.default_epochs(), |e| e as usize),
+            epochs: self.epochs.map_or(defaults.epochs, |e| e as usize),
             batch_size: self.batch_size as usize,
             lr: self.lr,
-            schedule: self.lr_schedule.unwrap_or(match self.model {
-                Architecture::Mlp => Schedule::Constant,
-                Architecture::Cnn => Schedule::Cosine,
-            }),
-            augment: self.augment.map_or(
-                match self.model {
-                    Architecture::Mlp => 0,
-                    Architecture::Cnn => 2,
-                },
-                |n| n as usize,
-            ),
+            schedule: self.lr_schedule.unwrap_or(defaults.schedule),
+            augment: self.augment.map_or(defaults.augment, |n| n as usize),
             weight_decay: self.weight_decay,
             dropout: self.dropout,
             label_smoothing: self.label_smoothing,
@@ -553,15 +532,41 @@ pub fn sweep_common(flags: &[String]) -> Result<TrainArgs, SweepFlagsError> {
     let matches = Common::command()
         .try_get_matches_from(argv)
         .map_err(first_line)?;
-    for id in SWEEP_OWNED {
-        if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
-            let flag = format!("--{}", id.replace('_', "-"));
+    // The grid's own flags, and the run directory the sweep gives each point.
+    let grid = GridArgs::augment_args(clap::Command::new("grid"));
+    let owned: Vec<&str> = grid
+        .get_arguments()
+        .filter_map(|arg| arg.get_long())
+        .chain(["out", "resume"])
+        .collect();
+    let training = TrainArgs::augment_args(clap::Command::new("train"));
+    for arg in training.get_arguments() {
+        let given = matches.value_source(arg.get_id().as_str())
+            == Some(clap::parser::ValueSource::CommandLine);
+        if let Some(long) = arg.get_long().filter(|l| given && owned.contains(l)) {
             return Err(SweepFlagsError(format!(
-                "{flag} is set by the sweep: give it before `--` (a list for the grid), or not at all"
+                "--{long} is set by the sweep: give it before `--` (a list for the grid), or not at all"
             )));
         }
     }
     let mut common = Common::from_arg_matches(&matches).map_err(first_line)?;
     common.train.given = given_flags(&matches);
     Ok(common.train)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the recipe's defaults (`TrainConfig::defaults`), for each model.
+    #[test]
+    fn flag_defaults_are_the_recipe_defaults() {
+        for (args, model) in [
+            (&["trainer"][..], Architecture::Mlp),
+            (&["trainer", "--model", "cnn"][..], Architecture::Cnn),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.train.train_config(), TrainConfig::defaults(model));
+        }
+    }
 }

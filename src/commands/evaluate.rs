@@ -4,7 +4,7 @@ use super::{Error, init_device, model_file};
 use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, EvaluateArgs};
 use crate::data::Mnist;
-use crate::gather::GatherMethod;
+use crate::gpu::gather::GatherMethod;
 use crate::loader::Assembler;
 use crate::loader::{Feed, StepMethod};
 use crate::report::TestReport;

@@ -13,9 +13,9 @@ use crate::cli::Keep;
 use crate::logging;
 use crate::metrics::RunningSums;
 use crate::model::Model;
-use crate::report::RunDir;
+use crate::report::{ReportError, RunDir};
 use crate::session::{Progress, Session};
-use crate::train::Observer;
+use crate::train::{Observer, ObserverError};
 
 /// Writes what each epoch leaves: checkpoint, best models, history files, and drives the
 /// progress bar. Stops training when Ctrl-C was pressed.
@@ -36,14 +36,17 @@ impl Keeper<'_> {
         model: &Model,
         optimizer: &ModuleOptimizer,
         progress: &Progress,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObserverError> {
         // The session is rebuilt by reference-counted clones: no tensor data is copied.
         let session = Session {
             model: model.clone(),
             optimizer: optimizer.clone(),
             progress: progress.clone(),
         };
-        checkpoint::save_checkpoint(&self.run.checkpoint(), &session).map_err(|e| e.to_string())
+        Ok(checkpoint::save_checkpoint(
+            &self.run.checkpoint(),
+            &session,
+        )?)
     }
 }
 
@@ -84,7 +87,7 @@ impl Observer for Keeper<'_> {
         optimizer: &ModuleOptimizer,
         progress: &Progress,
         improved: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObserverError> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             logging::set_progress_bar(None);
@@ -94,23 +97,24 @@ impl Observer for Keeper<'_> {
         if self.keep == Keep::All {
             let path = self.run.epoch_checkpoint(epoch);
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
-            std::fs::copy(self.run.checkpoint(), &path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::copy(self.run.checkpoint(), &path).map_err(|source| ReportError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         let valid_model = || model.clone().valid();
         if improved && self.keep != Keep::Last {
-            checkpoint::save_model(&valid_model(), &self.run.best_model())
-                .map_err(|e| e.to_string())?;
+            checkpoint::save_model(&valid_model(), &self.run.best_model())?;
         }
         if self.patience && progress.best_val_loss.is_some_and(|(_, e)| e == epoch) {
-            checkpoint::save_model(&valid_model(), &self.run.best_loss_model())
-                .map_err(|e| e.to_string())?;
+            checkpoint::save_model(&valid_model(), &self.run.best_loss_model())?;
         }
-        self.run
-            .write_history(&progress.history)
-            .map_err(|e| e.to_string())
+        Ok(self.run.write_history(&progress.history)?)
     }
 
     fn on_interrupt(
@@ -118,7 +122,7 @@ impl Observer for Keeper<'_> {
         model: &Model,
         optimizer: &ModuleOptimizer,
         progress: &Progress,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObserverError> {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
             logging::set_progress_bar(None);

@@ -27,13 +27,7 @@ pub(super) fn sweep(
         let dir = sweep::run_path(&args.out, point);
         let label = point.label();
         if !RunDir::is_finished(&dir) {
-            let mut run = common.clone();
-            run.model = point.model;
-            run.hidden = point.hidden.clone();
-            run.lr = point.lr;
-            run.batch_size = point.batch_size;
-            run.epochs = point.epochs;
-            run.seed = point.seed;
+            let mut run = point.apply(&common);
             // A run directory with a config was started before: continue it.
             if RunDir::is_started(&dir) {
                 run.resume = Some(dir.clone());

@@ -13,7 +13,7 @@ use super::{Error, Interrupts, init_device, list_devices};
 use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, LogArgs, TrainArgs};
 use crate::data::Mnist;
-use crate::gather::GatherMethod;
+use crate::gpu::gather::GatherMethod;
 use crate::loader::{Feed, StepMethod};
 use crate::logging;
 use crate::metrics::round;

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{Observer, TrainError};
 use crate::batch::{Batch, Shift};
-use crate::fused::FusedStep;
+use crate::gpu::fused::FusedStep;
 use crate::loader::{Assembler, Feed, Loader, LoaderError};
 use crate::metrics::{Accumulator, weighted_correct, weighted_nll_sum, weighted_uniform_ce_sum};
 use crate::recipe::TrainConfig;

@@ -6,8 +6,8 @@ use super::TrainError;
 use crate::backend::with_subnormals_flushed;
 use crate::batch::EVAL_BATCH;
 use crate::data::DataError;
-use crate::fused::FusedError;
-use crate::gather::GatherMethod;
+use crate::gpu::fused::FusedError;
+use crate::gpu::gather::GatherMethod;
 use crate::loader::{Assembler, Feed, Loader, StepMethod};
 use crate::metrics::{
     Accumulator, Metrics, RunningSums, read_ints, weighted_correct, weighted_nll_sum,
@@ -38,7 +38,7 @@ fn evaluate_flushed(
         && resident.method() == GatherMethod::Kernel
         && feed.step == StepMethod::Fused
     {
-        match crate::fused::evaluate(model, resident) {
+        match crate::gpu::fused::evaluate(model, resident) {
             Err(FusedError::Model(why)) => debug!(reason = %why, "burn's generic evaluation"),
             done => return Ok(done?),
         }

@@ -16,9 +16,9 @@ use tracing::{debug, info};
 
 use crate::backend::with_subnormals_flushed;
 use crate::data::{DataError, Mnist, Split};
-use crate::fused::{FusedError, FusedStep};
-use crate::gather::GatherMethod;
-use crate::kernels::Gpu;
+use crate::gpu::fused::{FusedError, FusedStep};
+use crate::gpu::gather::GatherMethod;
+use crate::gpu::kernels::Gpu;
 use crate::loader::{Assembler, Feed, LoaderError, StepMethod};
 use crate::metrics::round;
 use crate::metrics::{Accumulator, ReadError, RunningSums};
@@ -47,8 +47,8 @@ pub enum TrainError {
     #[error(transparent)]
     Fused(#[from] FusedError),
     /// The observer (checkpoints, history files) failed.
-    #[error("{0}")]
-    Observer(String),
+    #[error(transparent)]
+    Observer(ObserverError),
 }
 
 /// The three sets a run uses.
@@ -88,6 +88,10 @@ impl Sets {
     }
 }
 
+/// Why an observer could not do its work (a checkpoint or history file not written): its own
+/// error, whatever the observer is, with its causes.
+pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the loop asks of its caller, between steps and after epochs.
 pub trait Observer {
     /// Called after every training step; return `false` to stop at this batch boundary.
@@ -111,7 +115,7 @@ pub trait Observer {
         _optimizer: &ModuleOptimizer,
         _progress: &Progress,
         _improved: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObserverError> {
         Ok(())
     }
 
@@ -122,7 +126,7 @@ pub trait Observer {
         _model: &Model,
         _optimizer: &ModuleOptimizer,
         _progress: &Progress,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObserverError> {
         Ok(())
     }
 }
@@ -338,7 +342,7 @@ fn fused_step(
         }
         _ => None,
     };
-    if let Some(why) = crate::fused::unsupported(config, resident.is_some()) {
+    if let Some(why) = crate::gpu::fused::unsupported(config, resident.is_some()) {
         info!(reason = %why, "burn's generic training step");
         return Ok(None);
     }
@@ -466,7 +470,7 @@ mod tests {
             m: &Model,
             o: &ModuleOptimizer,
             p: &Progress,
-        ) -> Result<(), String> {
+        ) -> Result<(), ObserverError> {
             self.saved = Some((m.clone(), o.clone(), p.clone()));
             Ok(())
         }

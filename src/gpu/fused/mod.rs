@@ -37,8 +37,8 @@ use burn::optim::ModuleOptimizer;
 
 use crate::batch::Shift;
 use crate::data::IMAGE_PIXELS;
-use crate::gather::{Resident, batch_rows};
-use crate::kernels::Gpu;
+use crate::gpu::gather::{Resident, batch_rows};
+use crate::gpu::kernels::Gpu;
 use crate::metrics::{Metrics, ReadError, RunningSums};
 use crate::model::{Architecture, Model};
 use crate::recipe::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};

@@ -13,7 +13,7 @@ use burn::cubecl::prelude::KernelId;
 
 use super::ParamMeta;
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::gather::pixels_source;
+use crate::gpu::gather::pixels_source;
 use crate::recipe::{ADAM_BETA1, ADAM_BETA2};
 
 /// Words of the step buffer before the batch's rows (mlp_layout.wgsl).
@@ -309,9 +309,9 @@ impl Variant {
     /// with this variant's numbers, then `body`.
     fn template(&self, body: &str, adam: Option<&str>) -> SourceTemplate {
         let l = &self.layout;
-        let mut source = SourceTemplate::new(include_str!("../../shaders/mlp_layout.wgsl"));
+        let mut source = SourceTemplate::new(include_str!("../../../shaders/mlp_layout.wgsl"));
         if adam.is_some() {
-            source = source.add_template(include_str!("../../shaders/mlp_adam.wgsl"));
+            source = source.add_template(include_str!("../../../shaders/mlp_adam.wgsl"));
         }
         let bits = |x: f32| format!("{:#x}", x.to_bits());
         source
@@ -386,14 +386,14 @@ impl Variant {
     /// The forward passes of the dense layers after the first.
     fn forward_passes(&self) -> String {
         (1..self.layout.layers())
-            .map(|i| self.layer_pass(include_str!("../../shaders/mlp_head_forward.wgsl"), i))
+            .map(|i| self.layer_pass(include_str!("../../../shaders/mlp_head_forward.wgsl"), i))
             .collect()
     }
 
     /// mlp_eval.wgsl with its per-layer passes written out.
     fn eval_source(&self) -> String {
         let l = &self.layout;
-        SourceTemplate::new(include_str!("../../shaders/mlp_eval.wgsl"))
+        SourceTemplate::new(include_str!("../../../shaders/mlp_eval.wgsl"))
             .register("forward", self.forward_passes())
             .register("logits", l.z_at[l.layers() - 1].to_string())
             .register("workgroup", HEAD_WORKGROUP.to_string())
@@ -406,9 +406,9 @@ impl Variant {
         let last = l.layers() - 1;
         let backward: String = (1..=last)
             .rev()
-            .map(|i| self.layer_pass(include_str!("../../shaders/mlp_head_backward.wgsl"), i))
+            .map(|i| self.layer_pass(include_str!("../../../shaders/mlp_head_backward.wgsl"), i))
             .collect();
-        SourceTemplate::new(include_str!("../../shaders/mlp_head.wgsl"))
+        SourceTemplate::new(include_str!("../../../shaders/mlp_head.wgsl"))
             .register("forward", self.forward_passes())
             .register("backward", backward)
             .register("logits", l.z_at[last].to_string())
@@ -436,10 +436,10 @@ impl Variant {
             format!("@group(0) @binding({n}) var<storage, read_write> {name}: array<{ty}>;\n")
         };
         if c == 0 {
-            let input = include_str!("../../shaders/cnn_input_image.wgsl");
+            let input = include_str!("../../../shaders/cnn_input_image.wgsl");
             (bind("image", "f32"), input.to_string())
         } else {
-            let input = include_str!("../../shaders/cnn_input_pooled.wgsl");
+            let input = include_str!("../../../shaders/cnn_input_pooled.wgsl");
             (bind("below", "vec4<f32>"), input.to_string())
         }
     }
@@ -450,9 +450,9 @@ impl Variant {
         let (bindings, input) = self.conv_input(c, binding);
         let last = c + 1 == self.convs.len();
         let output = if last {
-            include_str!("../../shaders/cnn_output_features.wgsl")
+            include_str!("../../../shaders/cnn_output_features.wgsl")
         } else {
-            include_str!("../../shaders/cnn_output_pooled.wgsl")
+            include_str!("../../../shaders/cnn_output_pooled.wgsl")
         };
         self.template(body, adam.then_some("vec4<f32>"))
             .register("input_bindings", bindings)
@@ -529,53 +529,53 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
         match self.kernel {
             Kernel::DenseForward => {
                 let stage = if v.convs.is_empty() {
-                    pixels_source() + include_str!("../../shaders/mlp_stage_pixels.wgsl")
+                    pixels_source() + include_str!("../../../shaders/mlp_stage_pixels.wgsl")
                 } else {
-                    include_str!("../../shaders/mlp_stage_features.wgsl").to_string()
+                    include_str!("../../../shaders/mlp_stage_features.wgsl").to_string()
                 };
-                v.template(include_str!("../../shaders/mlp_forward.wgsl"), None)
+                v.template(include_str!("../../../shaders/mlp_forward.wgsl"), None)
                     .register("stage", stage)
                     .register("staged", v.layout.widths[0].to_string())
                     .register("workgroup", v.forward_workgroup().to_string())
             }
             Kernel::Head => {
                 let source =
-                    include_str!("../../shaders/mlp_logits.wgsl").to_string() + &v.head_source();
+                    include_str!("../../../shaders/mlp_logits.wgsl").to_string() + &v.head_source();
                 v.template(&source, Some("f32"))
             }
             Kernel::Eval => {
                 let source =
-                    include_str!("../../shaders/mlp_logits.wgsl").to_string() + &v.eval_source();
+                    include_str!("../../../shaders/mlp_logits.wgsl").to_string() + &v.eval_source();
                 v.template(&source, None)
             }
             Kernel::DenseUpdate => v
                 .template(
-                    include_str!("../../shaders/mlp_update.wgsl"),
+                    include_str!("../../../shaders/mlp_update.wgsl"),
                     Some("vec4<f32>"),
                 )
                 .register("workgroup", WORKGROUP.to_string()),
             Kernel::Gather => v
                 .template(
-                    &(pixels_source() + include_str!("../../shaders/cnn_gather.wgsl")),
+                    &(pixels_source() + include_str!("../../../shaders/cnn_gather.wgsl")),
                     None,
                 )
                 .register("workgroup", WORKGROUP.to_string()),
             Kernel::ConvForward(c) => v.conv_template(
                 c,
-                include_str!("../../shaders/cnn_conv_forward.wgsl"),
+                include_str!("../../../shaders/cnn_conv_forward.wgsl"),
                 false,
                 3,
             ),
             Kernel::ConvData(c) => v.conv_template(
                 c,
-                include_str!("../../shaders/cnn_conv_data.wgsl"),
+                include_str!("../../../shaders/cnn_conv_data.wgsl"),
                 false,
                 5,
             ),
             Kernel::ConvWeights(c) => v
                 .conv_template(
                     c,
-                    include_str!("../../shaders/cnn_conv_weights.wgsl"),
+                    include_str!("../../../shaders/cnn_conv_weights.wgsl"),
                     true,
                     5,
                 )
@@ -583,11 +583,14 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                 .register("partial", (WEIGHTS_WORKGROUP as usize * 26).to_string()),
             Kernel::FeaturesGrad => {
                 let conv = v.convs[v.convs.len() - 1];
-                v.template(include_str!("../../shaders/cnn_features_grad.wgsl"), None)
-                    .register("side", conv.side.to_string())
-                    .register("pooled", conv.pooled().to_string())
-                    .register("channels", conv.outputs.to_string())
-                    .register("workgroup", WORKGROUP.to_string())
+                v.template(
+                    include_str!("../../../shaders/cnn_features_grad.wgsl"),
+                    None,
+                )
+                .register("side", conv.side.to_string())
+                .register("pooled", conv.pooled().to_string())
+                .register("channels", conv.outputs.to_string())
+                .register("workgroup", WORKGROUP.to_string())
             }
         }
     }

@@ -12,7 +12,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::batch::{Batch, Shift};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
-use crate::kernels::Gpu;
+use crate::gpu::kernels::Gpu;
 use burn::backend::wgpu::{KernelSource, SourceTemplate};
 
 /// How a batch gets onto the device when the data is resident there.
@@ -207,7 +207,7 @@ const NO_SHIFT: u32 = 0x8080;
 
 /// shaders/pixels.wgsl ready to prepend to a kernel that reads resident images.
 pub(crate) fn pixels_source() -> String {
-    SourceTemplate::new(include_str!("../shaders/pixels.wgsl"))
+    SourceTemplate::new(include_str!("../../shaders/pixels.wgsl"))
         .register("side", IMAGE_SIDE.to_string())
         .register("words", WORDS.to_string())
         .register("pixels", IMAGE_PIXELS.to_string())
@@ -222,7 +222,7 @@ struct GatherKernel {
 
 impl KernelSource for GatherKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(pixels_source() + include_str!("../shaders/gather.wgsl"))
+        SourceTemplate::new(pixels_source() + include_str!("../../shaders/gather.wgsl"))
             .register("rows", self.rows.to_string())
             .register("count", self.count.to_string())
             .register("workgroup", WORKGROUP.to_string())
