@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Interrupts;
@@ -21,6 +22,8 @@ use crate::train::{Observer, ObserverError};
 /// progress bar. Stops training when Ctrl-C was pressed.
 pub(super) struct Keeper<'a> {
     pub(super) run: &'a RunDir,
+    /// Where a model read back from the run goes.
+    pub(super) device: Device,
     pub(super) interrupts: Interrupts,
     pub(super) keep: Keep,
     pub(super) patience: bool,
@@ -115,6 +118,11 @@ impl Observer for Keeper<'_> {
             checkpoint::save_model(&valid_model(), &self.run.best_loss_model())?;
         }
         Ok(self.run.write_history(&progress.history)?)
+    }
+
+    fn best_weights(&mut self, _epoch: usize) -> Result<Option<Model>, ObserverError> {
+        let (model, _) = checkpoint::load_model(&self.run.best_loss_model(), &self.device)?;
+        Ok(Some(model))
     }
 
     fn on_interrupt(

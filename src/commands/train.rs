@@ -55,6 +55,7 @@ pub(super) fn train(
     let _lock = run.lock()?;
     let mut keeper = Keeper {
         run: &run,
+        device: device.device.clone(),
         interrupts: interrupts.clone(),
         keep: args.keep,
         patience: config.patience.is_some(),
@@ -89,13 +90,10 @@ pub(super) fn train(
             return Err(Error::Interrupted(run.path().to_path_buf()));
         }
         Outcome::EarlyStopped { best, .. } => {
-            // The weights of the best epoch; when it came before a resume they are on disk.
-            let (model, _) = checkpoint::load_model(&run.best_loss_model(), &device.device)?;
             info!(
                 best_epoch = best,
                 "restored the weights of the best epoch by validation loss"
             );
-            session.model = model;
         }
         Outcome::Completed => {}
     }

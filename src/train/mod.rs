@@ -119,6 +119,13 @@ pub trait Observer {
         Ok(())
     }
 
+    /// The weights of epoch `epoch`, the best by validation loss, when they were saved by an
+    /// earlier process (a resumed run): early stopping returns to them. By default: none, and
+    /// the weights stay those of the last epoch.
+    fn best_weights(&mut self, _epoch: usize) -> Result<Option<Model>, ObserverError> {
+        Ok(None)
+    }
+
     /// Called when a step-level stop leaves an epoch unfinished, with the state to save.
     /// By default: nothing.
     fn on_interrupt(
@@ -177,6 +184,8 @@ fn train_flushed(
     observer: &mut (dyn Observer + Send),
 ) -> Result<Outcome, TrainError> {
     if let Some(best) = session.progress.stopped_early {
+        // Stopped by an earlier process: its best weights are the observer's to give.
+        return_to_best(session, None, best, observer)?;
         let epoch = session.progress.epochs_done();
         return Ok(Outcome::EarlyStopped { epoch, best });
     }
@@ -266,11 +275,7 @@ fn train_flushed(
             )
             .map_err(TrainError::Observer)?;
         if let Some(best) = verdict.stop_early {
-            // After a resume the best weights may predate this process: they are then in the
-            // run's best-by-validation-loss model, which the caller restores.
-            if let Some(weights) = best_weights {
-                session.model = weights;
-            }
+            return_to_best(session, best_weights.take(), best, observer)?;
             info!(
                 epoch,
                 best_epoch = best,
@@ -280,6 +285,24 @@ fn train_flushed(
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// Early stopping's last act: the weights of epoch `best`, the best by validation loss, from
+/// this process (`kept`) or, when they predate it (a resumed run), from the observer.
+fn return_to_best(
+    session: &mut Session,
+    kept: Option<Model>,
+    best: usize,
+    observer: &mut (dyn Observer + Send),
+) -> Result<(), TrainError> {
+    let weights = match kept {
+        Some(weights) => Some(weights),
+        None => observer.best_weights(best).map_err(TrainError::Observer)?,
+    };
+    if let Some(weights) = weights {
+        session.model = weights;
+    }
+    Ok(())
 }
 
 /// Where the epoch's batches come from (training and validation), and the fused step when
