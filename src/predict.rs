@@ -362,4 +362,31 @@ mod tests {
             }
         }
     }
+
+    /// `predict` prepares a picture as MNIST's were made; an MNIST digit must come back as it was,
+    /// or the model sees pictures unlike its training data (the centre-of-mass convention and the
+    /// box's ink threshold both moved digits by a pixel before this test).
+    #[test]
+    fn predict_preprocessing_leaves_mnist_digits_as_they_were() {
+        let mnist = crate::test_support::mnist();
+        let n = 1000;
+        let mut unchanged = 0;
+        for i in 0..n {
+            let pixels = mnist.test.image(i);
+            let gray = GrayImage::from_raw(28, 28, pixels.to_vec()).unwrap();
+            let field = mnist_like(&gray).expect("a digit");
+            let l1: f32 = field
+                .iter()
+                .zip(pixels)
+                .map(|(a, &b)| (a - f32::from(b) / 255.0).abs())
+                .sum();
+            if l1 < 1.0 {
+                unchanged += 1;
+            }
+        }
+        assert!(
+            unchanged >= n * 95 / 100,
+            "{unchanged} of {n} digits unchanged"
+        );
+    }
 }

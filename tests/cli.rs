@@ -135,73 +135,6 @@ fn wgpu_tests_run() -> bool {
     true
 }
 
-/// The WGSL gather kernel and burn's ops, over the split resident on the GPU, give the same
-/// bits as gathering and scaling on the host, padding rows of a short batch included; the
-/// kernel's random shifts give the bits of the host's.
-#[test]
-fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
-    use trainer::batch::Shift;
-    use trainer::gpu::gather::GatherMethod;
-    use trainer::loader::Assembler;
-    use trainer::loader::{Feed, StepMethod};
-
-    if !wgpu_tests_run() {
-        return;
-    }
-    let mnist = Mnist::load(&data_dir()).unwrap();
-    let split = mnist.test.slice(0..1000);
-    let gpu = wgpu_device();
-    let host = Assembler::Host {
-        split: split.clone(),
-        device: gpu.clone(),
-    };
-    // A full batch in a scattered order, then a short one that needs padding.
-    let full: Vec<u32> = (0..64).map(|i| (i * 397 + 11) % 1000).collect();
-    let short = [999, 0, 500];
-    let shift = Shift { max: 3, stream: 5 };
-    for gather in [GatherMethod::Kernel, GatherMethod::Ops] {
-        let feed = Feed {
-            prefetch: 0,
-            gather,
-            step: StepMethod::Fused,
-        };
-        let resident = feed.assembler(&split, &gpu);
-        assert!(matches!(resident, Assembler::Resident(..)), "{gather:?}");
-        let mut cases = vec![(&host, &resident)];
-        let (shifted_host, shifted_resident) = (
-            host.with_shift(Some(shift)),
-            resident.with_shift(Some(shift)),
-        );
-        if gather == GatherMethod::Kernel {
-            cases.push((&shifted_host, &shifted_resident));
-        }
-        for (host, resident) in cases {
-            for indices in [&full[..], &short[..]] {
-                let want = host.batch(indices, 64).read().unwrap();
-                let got = resident.batch(indices, 64).read().unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert!(
-                    bits(&got.pixels) == bits(&want.pixels),
-                    "{gather:?}: pixels differ"
-                );
-                assert_eq!(got.labels, want.labels, "{gather:?}: labels");
-                assert_eq!(got.weights, want.weights, "{gather:?}: weights");
-            }
-        }
-    }
-}
-
-/// The wgpu device on Vulkan (lavapipe in CI).
-fn wgpu_device() -> burn::tensor::Device {
-    let request = trainer::backend::DeviceRequest {
-        backend: trainer::backend::BackendKind::Wgpu,
-        api: trainer::backend::WgpuApi::Vulkan,
-        index: None,
-        batched: true,
-    };
-    trainer::backend::init(request).unwrap().device
-}
-
 /// The measure of "the same numbers": 3 epochs on 10,000 images, wgpu (the fused step)
 /// and flex with the same seed: every epoch's validation loss within 0.2 % of each other, and
 /// the test accuracy within 0.3 points.
@@ -815,91 +748,6 @@ fn predict_reads_digit_pictures() {
     assert!(!stderr.contains("panicked"));
 }
 
-/// `predict` prepares a picture as MNIST's were made; an MNIST digit must come back as it was,
-/// or the model sees pictures unlike its training data (the centre-of-mass convention and the
-/// box's ink threshold both moved digits by a pixel before this test).
-#[test]
-fn predict_preprocessing_leaves_mnist_digits_as_they_were() {
-    let mnist = Mnist::load(&data_dir()).unwrap();
-    let n = 1000;
-    let mut unchanged = 0;
-    for i in 0..n {
-        let pixels = mnist.test.image(i);
-        let gray = image::GrayImage::from_raw(28, 28, pixels.to_vec()).unwrap();
-        let field = trainer::predict::mnist_like(&gray).expect("a digit");
-        let l1: f32 = field
-            .iter()
-            .zip(pixels)
-            .map(|(a, &b)| (a - f32::from(b) / 255.0).abs())
-            .sum();
-        if l1 < 1.0 {
-            unchanged += 1;
-        }
-    }
-    assert!(
-        unchanged >= n * 95 / 100,
-        "{unchanged} of {n} digits unchanged"
-    );
-}
-
-/// The run the interrupt tests stop and resume: three epochs on a CPU backend, with `extra`
-/// training flags.
-fn interruptible(backend: &str, extra: &[&str]) -> Command {
-    let mut cmd = trainer(&[
-        "train",
-        "--backend",
-        backend,
-        "--epochs",
-        "3",
-        "--seed",
-        "3",
-    ]);
-    cmd.args(["--valid-size", "1000", "--test-limit", "1000"]);
-    cmd.args(extra);
-    cmd
-}
-
-/// Starts a training run and sends it SIGINT `signals` times once its first epoch is done.
-fn interrupt_run(backend: &str, extra: &[&str], out_dir: &Path, signals: usize) -> Output {
-    let child = interruptible(backend, extra)
-        .arg("--data-dir")
-        .arg(data_dir())
-        .arg("--out")
-        .arg(out_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let history = out_dir.join("history.jsonl");
-    let start = std::time::Instant::now();
-    while !history.is_file() {
-        assert!(start.elapsed().as_secs() < 120, "no epoch finished");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    for _ in 0..signals {
-        let kill = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn history_without_times(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut()
-                .unwrap()
-                .retain(|k, _| k == "epoch" || k == "train" || k == "valid");
-            v
-        })
-        .collect()
-}
-
 #[test]
 fn interrupted_then_resumed_equals_straight_through() {
     // On flex with AdamW, dropout and label smoothing: the resumed run rebuilds the same
@@ -983,6 +831,64 @@ fn interrupted_then_resumed_equals_straight_through_on(backend: &str, extra: &[&
         assert_eq!(config["recipe"]["label_smoothing"], 0.1);
         assert_eq!(config["recipe"]["dropout"], 0.2);
     }
+}
+
+/// The run the interrupt tests stop and resume: three epochs on a CPU backend, with `extra`
+/// training flags.
+fn interruptible(backend: &str, extra: &[&str]) -> Command {
+    let mut cmd = trainer(&[
+        "train",
+        "--backend",
+        backend,
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+    ]);
+    cmd.args(["--valid-size", "1000", "--test-limit", "1000"]);
+    cmd.args(extra);
+    cmd
+}
+
+/// Starts a training run and sends it SIGINT `signals` times once its first epoch is done.
+fn interrupt_run(backend: &str, extra: &[&str], out_dir: &Path, signals: usize) -> Output {
+    let child = interruptible(backend, extra)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let history = out_dir.join("history.jsonl");
+    let start = std::time::Instant::now();
+    while !history.is_file() {
+        assert!(start.elapsed().as_secs() < 120, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..signals {
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn history_without_times(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut()
+                .unwrap()
+                .retain(|k, _| k == "epoch" || k == "train" || k == "valid");
+            v
+        })
+        .collect()
 }
 
 /// What a run leaves that must come out the same however it got there: the history without

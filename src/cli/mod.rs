@@ -299,7 +299,7 @@ impl TrainArgs {
 /// `trainer evaluate`.
 #[derive(Debug, Clone, Args)]
 pub struct EvaluateArgs {
-    /// The model: a model file (a run's model.model or best.model), or a run directory (its final model)
+    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), or a run directory (its final model)
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
@@ -327,7 +327,7 @@ pub struct EvaluateArgs {
 /// `trainer predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// The model: a model file (a run's model.model or best.model), or a run directory (its final model)
+    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), or a run directory (its final model)
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 

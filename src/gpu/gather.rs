@@ -236,3 +236,60 @@ impl KernelSource for GatherKernel {
         "wgsl"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WGSL gather kernel and burn's ops, over the split resident on the GPU, give the same
+    /// bits as gathering and scaling on the host, padding rows of a short batch included; the
+    /// kernel's random shifts give the bits of the host's.
+    #[test]
+    fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
+        use crate::batch::Shift;
+        use crate::loader::{Assembler, Feed, StepMethod};
+
+        let Some(gpu) = crate::test_support::wgpu() else {
+            return;
+        };
+        let split = crate::test_support::mnist().test.slice(0..1000);
+        let host = Assembler::Host {
+            split: split.clone(),
+            device: gpu.clone(),
+        };
+        // A full batch in a scattered order, then a short one that needs padding.
+        let full: Vec<u32> = (0..64).map(|i| (i * 397 + 11) % 1000).collect();
+        let short = [999, 0, 500];
+        let shift = Shift { max: 3, stream: 5 };
+        for gather in [GatherMethod::Kernel, GatherMethod::Ops] {
+            let feed = Feed {
+                prefetch: 0,
+                gather,
+                step: StepMethod::Fused,
+            };
+            let resident = feed.assembler(&split, &gpu);
+            assert!(matches!(resident, Assembler::Resident(..)), "{gather:?}");
+            let mut cases = vec![(&host, &resident)];
+            let (shifted_host, shifted_resident) = (
+                host.with_shift(Some(shift)),
+                resident.with_shift(Some(shift)),
+            );
+            if gather == GatherMethod::Kernel {
+                cases.push((&shifted_host, &shifted_resident));
+            }
+            for (host, resident) in cases {
+                for indices in [&full[..], &short[..]] {
+                    let want = host.batch(indices, 64).read().unwrap();
+                    let got = resident.batch(indices, 64).read().unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(
+                        bits(&got.pixels) == bits(&want.pixels),
+                        "{gather:?}: pixels differ"
+                    );
+                    assert_eq!(got.labels, want.labels, "{gather:?}: labels");
+                    assert_eq!(got.weights, want.weights, "{gather:?}: weights");
+                }
+            }
+        }
+    }
+}

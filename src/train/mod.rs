@@ -138,9 +138,11 @@ pub trait Observer {
     }
 }
 
-/// An observer that does nothing (tests, quick runs).
+/// An observer that does nothing (tests).
+#[cfg(test)]
 pub struct Quiet;
 
+#[cfg(test)]
 impl Observer for Quiet {}
 
 /// How a call to [`train`] ended.

@@ -501,3 +501,6 @@ impl RunningSums for FusedStep {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

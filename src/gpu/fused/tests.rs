@@ -5,51 +5,19 @@
 //! Needs real MNIST and a Vulkan driver (see tests/cli.rs); without a driver the tests fail
 //! under `TRAINER_REQUIRE_WGPU=1` (CI) and are skipped, saying so, otherwise.
 
-mod common;
-
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::gather::GatherMethod;
+use crate::loader::{Feed, StepMethod};
+use crate::model::{Architecture, Model};
+use crate::recipe::{Schedule, TrainConfig};
+use crate::session::Session;
+use crate::test_support::{mnist, wgpu};
+use crate::train::{Observer, Outcome, Quiet, Sets, train};
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::module::Module;
 use burn::tensor::Device;
-use trainer::backend::{BackendKind, DeviceRequest, WgpuApi};
-use trainer::data::{Mnist, default_data_dir};
-use trainer::gpu::gather::GatherMethod;
-use trainer::loader::{Feed, StepMethod};
-use trainer::model::{Architecture, Model};
-use trainer::recipe::{Schedule, TrainConfig};
-use trainer::session::Session;
-use trainer::train::{Observer, Outcome, Quiet, Sets, train};
-
-fn mnist() -> Mnist {
-    let dir = std::env::var_os("TRAINER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_data_dir);
-    Mnist::load(&dir).unwrap_or_else(|e| {
-        panic!("real MNIST is needed: run `python3 scripts/fetch_mnist.py` first ({e})")
-    })
-}
-
-/// The wgpu device, or `None` (with a notice) where there is no Vulkan driver and CI does not
-/// require one.
-fn wgpu() -> Option<Device> {
-    let request = DeviceRequest {
-        backend: BackendKind::Wgpu,
-        api: WgpuApi::Vulkan,
-        index: None,
-        batched: true,
-    };
-    match trainer::backend::init(request) {
-        Ok(ready) => Some(ready.device),
-        Err(e) if std::env::var_os("TRAINER_REQUIRE_WGPU").is_none() => {
-            common::skipped(&format!("no wgpu device ({e})"));
-            None
-        }
-        Err(e) => panic!("TRAINER_REQUIRE_WGPU is set and there is no wgpu device: {e}"),
-    }
-}
 
 fn feed(step: StepMethod) -> Feed {
     Feed {
@@ -207,8 +175,8 @@ fn training_moves_between_the_fused_step_and_the_cpu() {
     let straight = run(&two, &sets, &cpu, StepMethod::Generic);
     for (first, then) in [(&gpu, &cpu), (&cpu, &gpu)] {
         let session = run(&one, &sets, first, StepMethod::Fused);
-        trainer::checkpoint::save_checkpoint(&path, &session).unwrap();
-        let mut resumed = trainer::checkpoint::load_checkpoint(&path, &two, then).unwrap();
+        crate::checkpoint::save_checkpoint(&path, &session).unwrap();
+        let mut resumed = crate::checkpoint::load_checkpoint(&path, &two, then).unwrap();
         assert_eq!(resumed.progress.epochs_done(), 1);
         let outcome = train(
             &two,
@@ -255,7 +223,7 @@ fn fused_evaluation_matches_burns() {
         let session = run(&config, &sets, &device, StepMethod::Fused);
         let data = feed(StepMethod::Fused).assembler(&split, &device);
         let evaluate =
-            |step| trainer::train::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
+            |step| crate::train::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
         let (fused, fused_digits) = evaluate(StepMethod::Fused);
         let (generic, generic_digits) = evaluate(StepMethod::Generic);
         assert_eq!(fused.count, 1500);
@@ -301,7 +269,7 @@ impl Observer for PerStep {
         _: usize,
         _: usize,
         _: usize,
-        _: &dyn trainer::metrics::RunningSums,
+        _: &dyn crate::metrics::RunningSums,
     ) -> bool {
         self.at_step
             .push(self.launches.count.load(Ordering::Relaxed));
@@ -357,7 +325,7 @@ fn a_fused_training_step_takes_a_few_dispatches() {
         // Steps 11 to 40: every launch between the end of step 10 and the end of step 40.
         let per_step = (counts[39] - counts[9]) as f64 / 30.0;
         let names = launches.names.lock().unwrap();
-        // "…Source<trainer::gpu::fused::layout::names::Head>>" → "Head".
+        // "…Source<crate::gpu::fused::layout::names::Head>>" → "Head".
         let step_names: Vec<_> = names[counts[9]..counts[10]]
             .iter()
             .map(|n| n.rsplit("::").next().unwrap_or(n).trim_end_matches('>'))
