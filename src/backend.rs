@@ -371,7 +371,11 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
 /// subnormal arises.
 pub fn with_subnormals_flushed<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    // Decided once per process: no pool at all when the flush is turned off.
     let pool = POOL.get_or_init(|| {
+        if !flush_subnormals() {
+            return None;
+        }
         let built = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("trainer-compute-{i}"))
             .start_handler(|_| fp_control::flush_to_zero())
@@ -385,8 +389,8 @@ pub fn with_subnormals_flushed<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         }
     });
     match pool {
-        Some(pool) if flush_subnormals() => pool.install(work),
-        _ => work(),
+        Some(pool) => pool.install(work),
+        None => work(),
     }
 }
 

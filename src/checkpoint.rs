@@ -194,8 +194,14 @@ fn read_container(reader: impl Read, accept: &[&[u8; 8]]) -> Result<Container, R
         inner: reader,
         hasher: crc32fast::Hasher::new(),
     };
+    // A file shorter than the tag is not a trainer file; a failing read stays what it is.
     let magic: [u8; 8] = take(&mut r, 8, "magic tag")
-        .map_err(|_| ReadFail::Corrupt("too short: truncated or not a trainer file".into()))?
+        .map_err(|e| match e {
+            ReadFail::Corrupt(_) => {
+                ReadFail::Corrupt("too short: truncated or not a trainer file".into())
+            }
+            io => io,
+        })?
         .try_into()
         .unwrap_or([0; 8]);
     if !accept.contains(&&magic) {
@@ -460,14 +466,7 @@ mod tests {
     /// data), and a damaged length costs no memory it does not have data for.
     #[test]
     fn reading_stops_at_what_the_lengths_promise() {
-        struct Endless(u64);
-        impl Read for Endless {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.0 += buf.len() as u64;
-                buf.fill(0);
-                Ok(buf.len())
-            }
-        }
+        use crate::test_support::Endless;
         let bytes = encode(MODEL_MAGIC, b"{}", &[b"abc"]);
         let mut reader = std::io::Cursor::new(bytes).chain(Endless(0));
         assert!(matches!(

@@ -546,14 +546,7 @@ mod tests {
     /// the gigabyte.
     #[test]
     fn reading_stops_at_what_the_header_promises() {
-        struct Endless(u64);
-        impl Read for Endless {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.0 += buf.len() as u64;
-                buf.fill(7);
-                Ok(buf.len())
-            }
-        }
+        use crate::test_support::Endless;
         let header = idx_bytes(&[3, 5], &[]);
         let mut reader = std::io::Cursor::new(header).chain(Endless(0));
         let Err(IdxRead::Format(e)) = read_idx(&mut reader) else {

@@ -9,6 +9,9 @@ mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod common;
 pub mod data;
 mod gpu;
 mod loader;

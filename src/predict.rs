@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{GrayImage, ImageReader, Limits, Luma};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, Luma};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 
@@ -83,8 +83,8 @@ const MAX_DECODE_BYTES: u64 = MAX_PICTURE_PIXELS * 8;
 /// Reads an image file of any common format (by content, not by name) and turns it into 784
 /// MNIST-like pixels in [0, 1].
 ///
-/// The file is streamed, never read whole; its size in pixels is checked against
-/// [`MAX_PICTURE_PIXELS`] from its header before it is decoded.
+/// The file is streamed, never read whole, and opened once; its size in pixels is checked
+/// against [`MAX_PICTURE_PIXELS`] from its header before it is decoded.
 pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
     let io = |source| ImageError::Io {
         path: path.to_path_buf(),
@@ -94,16 +94,19 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let open = || -> Result<ImageReader<BufReader<File>>, ImageError> {
-        let file = File::open(path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() == 0 {
-            return Err(ImageError::Empty(path.to_path_buf()));
-        }
-        ImageReader::new(BufReader::new(file))
-            .with_guessed_format()
-            .map_err(io)
-    };
-    let (width, height) = open()?.into_dimensions().map_err(decode)?;
+    let file = File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Err(ImageError::Empty(path.to_path_buf()));
+    }
+    let mut reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(io)?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    // The decoder reads the header only; the pixels are decoded after the size is checked.
+    let decoder = reader.into_decoder().map_err(decode)?;
+    let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(ImageError::NoPixels(path.to_path_buf()));
     }
@@ -114,16 +117,7 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
             height,
         });
     }
-    let mut reader = open()?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(width);
-    limits.max_image_height = Some(height);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let decoded = reader.decode().map_err(decode)?;
-    if decoded.width() == 0 || decoded.height() == 0 {
-        return Err(ImageError::NoPixels(path.to_path_buf()));
-    }
+    let decoded = DynamicImage::from_decoder(decoder).map_err(decode)?;
     // Transparent areas count as paper: composite over white before going gray.
     let rgba = decoded.to_rgba8();
     let gray = GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {

@@ -1,6 +1,5 @@
 //! What the unit tests that need real MNIST or a wgpu device share.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
@@ -42,14 +41,17 @@ pub fn wgpu() -> Option<Device> {
     }
 }
 
-/// Says, in the test run's own output, that the calling test was skipped and why. libtest
-/// captures `print!`/`eprint!` of a passing test and shows nothing, so a skipped test would
-/// read as a plain `ok`; a write to the stderr handle itself is not captured.
-pub fn skipped(why: &str) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (set TRAINER_REQUIRE_WGPU=1 to make this fail)"
-    );
+/// A reader that never ends (zeros), counting the bytes read from it: for checking that a
+/// reader stops where a file's header says it should.
+pub struct Endless(pub u64);
+
+impl std::io::Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        buf.fill(0);
+        Ok(buf.len())
+    }
 }
+
+/// Says in the test output that a test was skipped (shared with the integration tests).
+pub use crate::common::skipped;

@@ -164,32 +164,30 @@ fn open_session(
         }
         return Ok(Session::new(config, device).map_err(TrainError::from)?);
     }
-    {
-        let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
-        let done = session.progress.epochs_done();
-        let over = done >= config.epochs || session.progress.stopped_early.is_some();
-        if over && run.is_complete() {
-            return Err(Error::NothingToDo(run.path().to_path_buf(), done));
-        }
-        // A kill between the checkpoint and the files written after it (history, best
-        // models) left them behind the checkpoint: write them again.
-        if done > 0 && session.progress.partial.is_none() {
-            let improved = session
-                .progress
-                .best_val_acc
-                .is_some_and(|(_, e)| e == done);
-            keeper
-                .on_epoch(
-                    &session.model,
-                    &session.optimizer,
-                    &session.progress,
-                    improved,
-                )
-                .map_err(TrainError::Observer)?;
-        }
-        info!(run = %run.path().display(), epochs_done = done, "resuming");
-        Ok(session)
+    let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
+    let done = session.progress.epochs_done();
+    let over = done >= config.epochs || session.progress.stopped_early.is_some();
+    if over && run.is_complete() {
+        return Err(Error::NothingToDo(run.path().to_path_buf(), done));
     }
+    // A kill between the checkpoint and the files written after it (history, best
+    // models) left them behind the checkpoint: write them again.
+    if done > 0 && session.progress.partial.is_none() {
+        let improved = session
+            .progress
+            .best_val_acc
+            .is_some_and(|(_, e)| e == done);
+        keeper
+            .on_epoch(
+                &session.model,
+                &session.optimizer,
+                &session.progress,
+                improved,
+            )
+            .map_err(TrainError::Observer)?;
+    }
+    info!(run = %run.path().display(), epochs_done = done, "resuming");
+    Ok(session)
 }
 
 /// The log line that opens a run: where, on what data, with which recipe.

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and, through `src/test_support.rs`, the unit
+//! tests.
 
 use std::io::Write;
 
