@@ -14,6 +14,7 @@ pub mod commands;
 mod common;
 pub mod data;
 mod gpu;
+pub mod interop;
 mod loader;
 mod logging;
 mod metrics;

@@ -47,6 +47,10 @@ pub struct TrainConfig {
     /// Stop when the validation loss has not improved for this many epochs, and go back to
     /// the weights of the best epoch (`None`: run every epoch, as the article does).
     pub patience: Option<usize>,
+    /// The safetensors file (PyTorch's layout) the weights started from, instead of the
+    /// seed's Glorot draw (`None`: the seed's).
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// How the learning rate changes over a run.
@@ -94,6 +98,7 @@ impl TrainConfig {
             train_limit: None,
             test_limit: None,
             patience: None,
+            init_from: None,
         };
         match model {
             Architecture::Mlp => article,
@@ -106,6 +111,15 @@ impl TrainConfig {
                 ..article
             },
         }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate of step `step` (0-based) of epoch `epoch` (1-based), with `steps`
+    /// steps an epoch.
+    pub fn rate(&self, epoch: usize, step: usize, steps: usize) -> f64 {
+        self.schedule
+            .rate(self.lr, (epoch - 1) * steps + step, self.epochs * steps)
     }
 }
 

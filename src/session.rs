@@ -147,11 +147,16 @@ impl Session {
             config.seed,
             &device.clone().autodiff(),
         )?;
-        Ok(Self {
+        Ok(Self::starting_from(model, config))
+    }
+
+    /// A new session that trains `model` (on an autodiff device) with a fresh optimizer.
+    pub fn starting_from(model: Model, config: &TrainConfig) -> Self {
+        Self {
             model,
             optimizer: optimizer(config),
             progress: Progress::new(),
-        })
+        }
     }
 }
 

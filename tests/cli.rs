@@ -4,58 +4,14 @@
 //! `python3 scripts/fetch_mnist.py` provisions it. They fail, never skip, when it is missing.
 
 mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use support::{data_dir, result, run, text, trainer};
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use trainer::data::{
-    Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, default_data_dir, write_split,
-};
-
-fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("TRAINER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_data_dir);
-    assert!(
-        dir.join(format!("{TRAIN_IMAGES}.gz")).is_file(),
-        "real MNIST is not in {}: run `python3 scripts/fetch_mnist.py` first",
-        dir.display()
-    );
-    dir
-}
-
-fn trainer(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
-    // Runs without --out go to ./runs: keep them in cargo's scratch space, not the repository.
-    cmd.args(args)
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .env_remove("RUST_LOG")
-        .env("XDG_RUNTIME_DIR", "/tmp");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the trainer binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The value of `key=` in the stdout result line.
-fn result(out: &Output, key: &str) -> f64 {
-    let stdout = text(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no {key}= in stdout {stdout:?}; stderr: {}",
-                text(&out.stderr)
-            )
-        })
-}
+use trainer::data::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, write_split};
 
 #[rustfmt::skip]
 /// A small real subset: 10,000 training, 1,000 validation and 2,000 test images.
@@ -936,8 +892,8 @@ fn flushing_subnormals_changes_no_result() {
 /// Killed with SIGKILL at moments drawn from a fixed seed (before its directory exists,
 /// before its first checkpoint, mid-epoch, while writing, between its last epoch and the test
 /// pass, while plotting …) and started again each time with the same command, a run ends with
-/// the weights, history and test result of one that ran straight through, to the bit; early
-/// stopping included.
+/// the weights, history, test result and TensorBoard scalars of one that ran straight through,
+/// to the bit; early stopping included.
 #[test]
 fn a_run_killed_anywhere_resumes_to_the_straight_result() {
     use rand::{RngExt, SeedableRng};
@@ -1013,6 +969,12 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
         assert_eq!(got.0, want.0, "recipe {r}, {kills} kills: history");
         assert_eq!(got.1, want.1, "recipe {r}, {kills} kills: test result");
         assert!(got.2 == want.2, "recipe {r}, {kills} kills: final weights");
+        // TensorBoard sees each epoch once, with the straight run's values.
+        assert_eq!(
+            support::events(&dir),
+            support::events(&straight),
+            "recipe {r}, {kills} kills: TensorBoard events"
+        );
         if r == 1 {
             assert!(want.0.len() < 30, "recipe 1 stops early");
         }

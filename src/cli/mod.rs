@@ -102,6 +102,24 @@ pub enum Command {
     Plot(PlotArgs),
     /// Train a grid of recipes, each in its own run directory, and compare them (resumable)
     Sweep(SweepArgs),
+    /// Write a model for other tools: PyTorch-layout safetensors or ONNX, by --out's extension
+    Export(ExportArgs),
+}
+
+/// `trainer export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The model: a model file, a checkpoint (its model), a run directory (its final model), or a safetensors file
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// With a run directory for --model: its best model by validation accuracy instead of the final one
+    #[arg(long)]
+    pub best: bool,
+
+    /// The file to write: FILE.safetensors (PyTorch's layout and module names) or FILE.onnx (opset 13, pixels [N,1,28,28] in [0,1] to probabilities [N,10])
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `trainer sweep`.
@@ -195,6 +213,10 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its last checkpoint (its recipe; --epochs may extend it)
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+
+    /// Start from the weights of a safetensors file in PyTorch's layout (from `trainer export` or PyTorch; the network is the file's), with a fresh optimizer
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
 
     /// Passes over the training set [default: 30 for the MLP, as the article; 10 for the CNN]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -299,7 +321,7 @@ impl TrainArgs {
 /// `trainer evaluate`.
 #[derive(Debug, Clone, Args)]
 pub struct EvaluateArgs {
-    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), or a run directory (its final model)
+    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), a run directory (its final model), or a safetensors file in PyTorch's layout
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
@@ -322,12 +344,16 @@ pub struct EvaluateArgs {
     /// Print the report as JSON instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// Also write each test image's label and predicted class to FILE (CSV: image,label,predicted), to compare with other tools
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
 }
 
 /// `trainer predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), or a run directory (its final model)
+    /// The model: a model file (a run's model.model or best.model), a checkpoint (its model), a run directory (its final model), or a safetensors file in PyTorch's layout
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
@@ -417,6 +443,7 @@ impl TrainArgs {
             train_limit: self.train_limit,
             test_limit: self.test_limit,
             patience: self.patience.map(|p| p as usize),
+            init_from: self.init_from.clone(),
         }
     }
 }
@@ -439,7 +466,7 @@ impl TrainArgs {
     /// way); `--epochs` and the device, data, logging and loader flags may change.
     pub fn contradiction(&self, saved: &TrainConfig) -> Option<Contradiction> {
         let asked = self.train_config();
-        let fields: [(&str, String, String); 14] = [
+        let fields: [(&str, String, String); 15] = [
             ("model", asked.model.to_string(), saved.model.to_string()),
             (
                 "hidden",
@@ -497,6 +524,11 @@ impl TrainArgs {
                 "patience",
                 format!("{:?}", asked.patience),
                 format!("{:?}", saved.patience),
+            ),
+            (
+                "init_from",
+                format!("{:?}", asked.init_from),
+                format!("{:?}", saved.init_from),
             ),
         ];
         fields

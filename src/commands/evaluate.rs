@@ -5,6 +5,7 @@ use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, EvaluateArgs};
 use crate::data::Mnist;
 use crate::gpu::gather::GatherMethod;
+use crate::interop;
 use crate::loader::Assembler;
 use crate::loader::{Feed, StepMethod};
 use crate::report::TestReport;
@@ -19,7 +20,7 @@ pub(super) fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
     };
     let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
     let model_path = model_file(&args.model, args.best);
-    let (model, _) = checkpoint::load_model(&model_path, &device.device)?;
+    let (model, ..) = interop::load_model(&model_path, &device.device)?;
     let data = Assembler::Host {
         split: test.clone(),
         device: device.device.clone(),
@@ -30,6 +31,13 @@ pub(super) fn evaluate(args: &EvaluateArgs) -> Result<String, Error> {
         step: StepMethod::Generic,
     };
     let (metrics, predicted) = train::evaluate(&model, &data, &host)?;
+    if let Some(path) = &args.predictions {
+        let mut csv = String::from("image,label,predicted\n");
+        for (i, (label, class)) in test.labels.iter().zip(&predicted).enumerate() {
+            csv.push_str(&format!("{i},{label},{class}\n"));
+        }
+        checkpoint::atomic_write_bytes(path, csv.as_bytes())?;
+    }
     let report = TestReport::new(&model_path, metrics, &test.labels, &predicted);
     Ok(if args.json {
         serde_json::to_string(&report).unwrap_or_default()

@@ -11,14 +11,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Interrupts;
 use crate::checkpoint;
 use crate::cli::Keep;
+use crate::interop::tensorboard::EventLog;
 use crate::logging;
 use crate::metrics::RunningSums;
 use crate::model::Model;
+use crate::recipe::TrainConfig;
 use crate::report::{ReportError, RunDir};
 use crate::session::{Progress, Session};
 use crate::train::{Observer, ObserverError};
 
-/// Writes what each epoch leaves: checkpoint, best models, history files, and drives the
+/// Writes what each epoch leaves: checkpoint, best models, history files, TensorBoard events
+/// (in that order: what follows the checkpoint can be written again from it), and drives the
 /// progress bar. Stops training when Ctrl-C was pressed.
 pub(super) struct Keeper<'a> {
     pub(super) run: &'a RunDir,
@@ -31,6 +34,12 @@ pub(super) struct Keeper<'a> {
     pub(super) show_bar: bool,
     pub(super) batch_size: usize,
     pub(super) last_update: Instant,
+    /// The run's TensorBoard event file.
+    pub(super) events: EventLog,
+    /// The recipe, for the learning rate each epoch ended with.
+    pub(super) recipe: TrainConfig,
+    /// Training steps in an epoch.
+    pub(super) steps: usize,
 }
 
 impl Keeper<'_> {
@@ -117,7 +126,11 @@ impl Observer for Keeper<'_> {
         if self.patience && progress.best_val_loss.is_some_and(|(_, e)| e == epoch) {
             checkpoint::save_model(&valid_model(), &self.run.best_loss_model())?;
         }
-        Ok(self.run.write_history(&progress.history)?)
+        self.run.write_history(&progress.history)?;
+        let (recipe, steps) = (&self.recipe, self.steps);
+        Ok(self
+            .events
+            .epochs(&progress.history, |e| recipe.rate(e, steps - 1, steps))?)
     }
 
     fn best_weights(&mut self, _epoch: usize) -> Result<Option<Model>, ObserverError> {

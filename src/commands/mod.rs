@@ -1,7 +1,8 @@
-//! What each command does: `train` (the default), `evaluate`, `predict`, `plot`, `sweep`, one
-//! file each, with the error every command can end in.
+//! What each command does: `train` (the default), `evaluate`, `predict`, `plot`, `sweep`,
+//! `export`, one file each, with the error every command can end in.
 
 mod evaluate;
+mod export;
 mod keeper;
 mod plot;
 mod predict;
@@ -18,6 +19,7 @@ use crate::backend::{self, BackendError, BackendKind, ReadyDevice, WgpuApi};
 use crate::checkpoint::CheckpointError;
 use crate::cli::{Cli, Command, Contradiction, DeviceArgs, SweepFlagsError};
 use crate::data::DataError;
+use crate::interop::InteropError;
 use crate::logging::{self, LogError};
 use crate::plot::PlotError;
 use crate::report::{ReportError, RunDir};
@@ -41,6 +43,9 @@ pub enum Error {
     /// A model file or checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A file of another tool (safetensors, ONNX, TensorBoard) could not be read or written.
+    #[error(transparent)]
+    Interop(#[from] InteropError),
     /// A run directory file could not be read or written.
     #[error(transparent)]
     Report(#[from] ReportError),
@@ -65,6 +70,12 @@ pub enum Error {
         .0.display(), .1.flag, .1.asked, .1.flag, .1.saved
     )]
     ResumeRecipe(PathBuf, Contradiction),
+    /// `--model` or `--hidden` contradicts the network of the `--init-from` file.
+    #[error(
+        "--init-from {}: {} {} differs from the file's network ({} {})",
+        .0.display(), .1.flag, .1.asked, .1.flag, .1.saved
+    )]
+    InitFrom(PathBuf, Contradiction),
     /// A resumed run's checkpoint says it is already done.
     #[error(
         "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"
@@ -134,6 +145,7 @@ pub fn run(cli: Cli) -> Result<String, Error> {
         Some(Command::Predict(args)) => predict::predict(&args),
         Some(Command::Sweep(args)) => sweep::sweep(&args, &cli.log, &Interrupts::install()),
         Some(Command::Plot(args)) => plot::plot(&args),
+        Some(Command::Export(args)) => export::export(&args),
     }
 }
 

@@ -4,9 +4,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
 use super::{Error, init_device, model_file};
-use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, PredictArgs};
 use crate::data::IMAGE_PIXELS;
+use crate::interop;
 use crate::model::Model;
 use crate::predict::{self, ImageError};
 use crate::train::TrainError;
@@ -30,7 +30,7 @@ fn classify(
 pub(super) fn predict(args: &PredictArgs) -> Result<String, Error> {
     let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
     let model_path = model_file(&args.model, args.best);
-    let (model, _) = checkpoint::load_model(&model_path, &device.device)?;
+    let (model, ..) = interop::load_model(&model_path, &device.device)?;
     let mut lines = Vec::new();
     let mut failed = 0;
     for path in &args.images {

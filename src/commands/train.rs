@@ -14,6 +14,8 @@ use crate::checkpoint;
 use crate::cli::{DEFAULT_BACKEND, LogArgs, TrainArgs};
 use crate::data::Mnist;
 use crate::gpu::gather::GatherMethod;
+use crate::interop;
+use crate::interop::tensorboard::EventLog;
 use crate::loader::{Feed, StepMethod};
 use crate::logging;
 use crate::metrics::round;
@@ -54,6 +56,9 @@ pub(super) fn train(
     // One process at a time in a run directory; the lock goes when the process does.
     let _lock = run.lock()?;
     let mut keeper = Keeper {
+        events: EventLog::open(run.path())?,
+        recipe: config.clone(),
+        steps: sets.steps(config.batch_size),
         run: &run,
         device: device.device.clone(),
         interrupts: interrupts.clone(),
@@ -100,6 +105,7 @@ pub(super) fn train(
 
     finish(
         &run,
+        &mut keeper.events,
         session.model.valid(),
         &sets,
         &device.device,
@@ -137,7 +143,7 @@ fn recipe(args: &TrainArgs) -> Result<(Option<RunDir>, RunConfig), Error> {
             }
             let config = RunConfig {
                 trainer_version: env!("CARGO_PKG_VERSION").into(),
-                recipe: args.train_config(),
+                recipe: new_recipe(args)?,
                 data_dir: args.data.data_dir.clone(),
                 prefetch: args.prefetch,
                 keep: format!("{:?}", args.keep).to_lowercase(),
@@ -146,6 +152,35 @@ fn recipe(args: &TrainArgs) -> Result<(Option<RunDir>, RunConfig), Error> {
             Ok((None, config))
         }
     }
+}
+
+/// The recipe of a new run. With `--init-from` the network is the file's: `--model` and
+/// `--hidden` may repeat it, not contradict it, and the defaults are that network's.
+fn new_recipe(args: &TrainArgs) -> Result<TrainConfig, Error> {
+    let Some(path) = &args.init_from else {
+        return Ok(args.train_config());
+    };
+    let file = interop::safetensors::read(path)?;
+    let mut from_file = args.clone();
+    from_file.model = file.architecture;
+    from_file.hidden = file.hidden;
+    let mut config = from_file.train_config();
+    if let Some(c) = args.contradiction(&config) {
+        return Err(Error::InitFrom(path.clone(), c));
+    }
+    // Recorded whole: a run that starts over after a kill reads it again from anywhere.
+    config.init_from = std::path::absolute(path).ok().or(config.init_from);
+    Ok(config)
+}
+
+/// A new session for `config`: the seed's weights, or those of `--init-from`.
+fn new_session(config: &TrainConfig, device: &Device) -> Result<Session, Error> {
+    let Some(path) = &config.init_from else {
+        return Ok(Session::new(config, device).map_err(TrainError::from)?);
+    };
+    let (model, ..) = interop::load_model(path, &device.clone().autodiff())?;
+    info!(init_from = %path.display(), "starting from these weights");
+    Ok(Session::starting_from(model, config))
 }
 
 /// The session to train: the run's checkpoint when it has one (the files written after the
@@ -162,7 +197,7 @@ fn open_session(
         if is_resumed {
             info!(run = %run.path().display(), "no checkpoint was saved yet: the run starts over");
         }
-        return Ok(Session::new(config, device).map_err(TrainError::from)?);
+        return new_session(config, device);
     }
     let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
     let done = session.progress.epochs_done();
@@ -217,6 +252,7 @@ fn log_recipe(run: &RunDir, args: &TrainArgs, config: &TrainConfig, sets: &Sets)
 /// the result line.
 fn finish(
     run: &RunDir,
+    events: &mut EventLog,
     model: Model,
     sets: &Sets,
     device: &Device,
@@ -227,6 +263,7 @@ fn finish(
     let (metrics, predicted) = train::evaluate(&model, &test_data, feed)?;
     let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
     run.write_test(&test)?;
+    events.test(&metrics)?;
     info!(
         test_loss = round(metrics.loss, 4),
         test_acc = round(metrics.accuracy, 4),

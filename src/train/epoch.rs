@@ -44,11 +44,7 @@ impl EpochPlan<'_> {
             max: config.augment,
             stream: rng::shift_stream(config.seed, epoch),
         });
-        let rate = |step: usize| {
-            config
-                .schedule
-                .rate(config.lr, (epoch - 1) * steps + step, config.epochs * steps)
-        };
+        let rate = |step: usize| config.rate(epoch, step, steps);
         if let Some(fused) = fused {
             for chunk in rest.chunks(config.batch_size) {
                 let masks = step_masks(config, self.dropout_widths, epoch, step);

@@ -63,6 +63,11 @@ pub struct Sets {
 }
 
 impl Sets {
+    /// Training steps in an epoch of batches of `batch_size` (the last one may be short).
+    pub fn steps(&self, batch_size: usize) -> usize {
+        self.train.len().div_ceil(batch_size)
+    }
+
     /// Splits MNIST as the recipe says: the last `valid_size` training images for validation,
     /// then the optional limits.
     pub fn new(mnist: &Mnist, config: &TrainConfig) -> Result<Self, DataError> {
@@ -192,7 +197,7 @@ fn train_flushed(
         return Ok(Outcome::EarlyStopped { epoch, best });
     }
     let plain = device.clone();
-    let steps = sets.train.len().div_ceil(config.batch_size);
+    let steps = sets.steps(config.batch_size);
     let (train_data, valid_data, mut fused) = feeds(config, sets, device, feed, session)?;
     let dropout_widths = session.model.dropout_widths();
     // Early stopping keeps the weights of the best epoch by validation loss.

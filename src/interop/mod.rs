@@ -1,0 +1,106 @@
+//! Files other tools read and write: a model in PyTorch's layout as safetensors (read and
+//! written), as an ONNX graph (written), and a run's history as a TensorBoard event file.
+
+pub mod onnx;
+pub mod safetensors;
+pub mod tensorboard;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::metrics::ReadError;
+use crate::model::{Architecture, Model, TorchLayoutError};
+
+/// What can go wrong reading or writing a file of another tool. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InteropError {
+    /// The file system refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a file of the expected kind, or are damaged.
+    #[error("{path}: {problem}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The tensors make no network `trainer` has.
+    #[error("{path}: {source}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        source: TorchLayoutError,
+    },
+    /// The file's extension names no format `trainer` writes.
+    #[error("--out {0}: the extension must be .safetensors or .onnx")]
+    Format(PathBuf),
+    /// The model's weights could not be read back from the device.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the file failed.
+    #[error(transparent)]
+    Write(#[from] CheckpointError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InteropError + '_ {
+    move |source| InteropError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, problem: impl Into<String>) -> InteropError {
+    InteropError::Corrupt {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// Whether `path` names a safetensors file (by its extension).
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// Writes `model` to `out` in the format its extension names: `.safetensors` (PyTorch's
+/// layout) or `.onnx`.
+pub fn export(model: &Model, out: &Path) -> Result<(), InteropError> {
+    let extension = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let bytes = match extension.as_deref() {
+        Some("safetensors") => safetensors::encode(model, out)?,
+        Some("onnx") => onnx::encode(model, out)?,
+        _ => return Err(InteropError::Format(out.to_path_buf())),
+    };
+    Ok(checkpoint::atomic_write_bytes(out, &bytes)?)
+}
+
+/// Loads the model at `path` onto `device`: a safetensors file in PyTorch's layout, or
+/// `trainer`'s own model file or checkpoint. Returns it with its architecture and hidden
+/// widths.
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+) -> Result<(Model, Architecture, Vec<usize>), InteropError> {
+    if is_safetensors(path) {
+        let file = safetensors::read(path)?;
+        let model = Model::from_torch_layers(file.architecture, &file.hidden, file.layers, device)
+            .map_err(|source| InteropError::Layout {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        return Ok((model, file.architecture, file.hidden));
+    }
+    let (model, header) = checkpoint::load_model(path, device)?;
+    Ok((model, header.architecture, header.hidden))
+}
