@@ -987,6 +987,28 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
     }
 }
 
+/// A reader that stops early (`trainer evaluate ... | head -1`) ends the output, not in a panic:
+/// the exit code stays 0 and nothing is said on stderr.
+#[test]
+fn a_closed_stdout_is_no_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    train_into(&dir, &[]);
+    let mut child = trainer(&["evaluate", "-q", "--model"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed long before the model is loaded and evaluated.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
 /// Two processes never work in one run directory: the second is refused, clearly.
 #[test]
 fn a_run_directory_takes_one_process_at_a_time() {
