@@ -7,6 +7,7 @@
 mod backend;
 mod batch;
 pub mod checkpoint;
+mod claims;
 pub mod cli;
 pub mod commands;
 #[cfg(test)]

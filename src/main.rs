@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use trainer::cli::{Cli, parse};
-use trainer::commands::run;
+use trainer::commands::{one_line, run};
 
 fn main() -> ExitCode {
     // burn materialises loaded optimizer state on its default device, which is the GPU when
@@ -39,25 +39,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("error: {}", one_line(&anyhow::Error::from(e)));
+            eprintln!("error: {}", one_line(anyhow::Error::from(e).as_ref()));
             ExitCode::from(code)
         }
     }
-}
-
-/// The error and its causes in one line, each cause once: an error whose message already
-/// quotes its cause (`path: No such file or directory`) does not get it appended again.
-fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }

@@ -99,7 +99,6 @@ impl RunDir {
         if let Some(out) = out {
             Self::ensure_free(out)?;
             std::fs::create_dir_all(out).map_err(io(out))?;
-            remove_temporaries(out);
             return Ok(Self {
                 path: out.to_path_buf(),
             });
@@ -134,8 +133,7 @@ impl RunDir {
         }
     }
 
-    /// Opens an existing run directory (for `--resume` or `plot`), removing temporary files a
-    /// killed process may have left behind.
+    /// Opens an existing run directory (for `--resume` or `plot`).
     pub fn open(path: &Path) -> Result<Self, ReportError> {
         let run = Self::at(path);
         if !Self::is_started(path) {
@@ -144,18 +142,22 @@ impl RunDir {
                 why: "no config.json".into(),
             });
         }
-        remove_temporaries(path);
         Ok(run)
     }
 
     /// Takes the run directory for this process: a second process that tries (a resume of a
     /// run still going, the same sweep started twice) gets [`ReportError::Busy`]. The lock is
-    /// the operating system's on `.lock` and goes with the process, however it ends.
+    /// the operating system's on `.lock` and goes with the process, however it ends. Once
+    /// it is held, the temporary files a killed process left behind are removed (never those
+    /// of a process still writing: it would hold the lock).
     pub fn lock(&self) -> Result<RunLock, ReportError> {
         let path = self.path.join(".lock");
         let file = std::fs::File::create(&path).map_err(io(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
+            Ok(()) => {
+                remove_temporaries(&self.path);
+                Ok(RunLock { _file: file })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(ReportError::Busy(self.path.clone())),
             Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
         }

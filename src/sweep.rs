@@ -5,12 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::Architecture;
+use crate::recipe::TrainConfig;
 use crate::report::{ReportError, RunDir};
 use crate::session::EpochRecord;
 
 /// One point of the grid: the values of the swept flags.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Network.
     pub model: Architecture,
@@ -51,6 +54,59 @@ impl Point {
             self.model, self.lr, self.batch_size
         )
     }
+}
+
+/// `sweep.json`: what a sweep directory is for, so that a worker started with another grid or
+/// other training flags on it is refused, and `--report` knows the points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    /// The version of `trainer` that started the sweep.
+    pub trainer_version: String,
+    /// The grid's points, in order.
+    pub points: Vec<Point>,
+    /// The training flags every run gets (after `--`), as given.
+    pub common: Vec<String>,
+    /// The recipe those flags make (before each point's values): what must match. Flags that
+    /// are not the recipe's (the data directory, the backend, logging) may differ between
+    /// workers, as machines differ.
+    pub recipe: TrainConfig,
+}
+
+impl SweepRecord {
+    /// How `self` (the recorded sweep) differs from `other` (the one asked for), in words, if
+    /// it does.
+    pub fn difference(&self, other: &SweepRecord) -> Option<String> {
+        if self.points != other.points {
+            let labels = |r: &SweepRecord| r.points.iter().map(Point::label).collect::<Vec<_>>();
+            return Some(format!(
+                "another grid ({} points: {}, …)",
+                self.points.len(),
+                labels(self)
+                    .into_iter()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        (self.recipe != other.recipe)
+            .then(|| format!("other training flags (-- {})", self.common.join(" ")))
+    }
+}
+
+/// The lines that follow a sweep's tables while it is not complete: points given up, and how
+/// many are still to run.
+pub fn unfinished(failed: &[(String, String)], pending: usize) -> String {
+    let mut out = String::new();
+    if !failed.is_empty() {
+        out.push_str("\nFailed (given up after the same failure repeatedly):\n\n| run | error |\n|---|---|\n");
+        for (label, why) in failed {
+            out.push_str(&format!("| {label} | {} |\n", why.replace('|', "\\|")));
+        }
+    }
+    if pending > 0 {
+        out.push_str(&format!("\n{pending} more points to run.\n"));
+    }
+    out
 }
 
 /// What one finished run of a sweep achieved.

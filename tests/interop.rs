@@ -3,7 +3,7 @@
 //! own reader on the real test set (`scripts/check_interop.py`); a model trained by PyTorch,
 //! evaluated here; `--init-from`.
 //!
-//! The checks by other tools need a Python with `scripts/requirements-interop.txt` named by
+//! The checks by other tools need a Python with `scripts/requirements-tests.txt` named by
 //! `$TRAINER_PYTHON`; without one they are skipped with a `SKIPPED` line, unless
 //! `TRAINER_REQUIRE_PYTHON=1` (as CI sets it) makes them fail.
 
@@ -12,27 +12,9 @@
 mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::{data_dir, result, run, text, trainer};
-
-/// The Python that has the interop packages, if there is one.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("TRAINER_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                std::env::var("TRAINER_REQUIRE_PYTHON").as_deref() != Ok("1"),
-                "TRAINER_REQUIRE_PYTHON=1 but no TRAINER_PYTHON"
-            );
-            common::skipped_unless(
-                "no TRAINER_PYTHON with scripts/requirements-interop.txt",
-                "TRAINER_REQUIRE_PYTHON",
-            );
-            None
-        }
-    }
-}
+use support::{data_dir, python, result, run, text, trainer};
 
 fn succeed(cmd: &mut std::process::Command) -> std::process::Output {
     let out = run(cmd);

@@ -100,7 +100,7 @@ pub enum Command {
     Predict(PredictArgs),
     /// Redraw a run directory's plots from its history and test result
     Plot(PlotArgs),
-    /// Train a grid of recipes, each in its own run directory, and compare them (resumable)
+    /// Train a grid of recipes, each in its own run directory, and compare them (resumable; workers may share one --out)
     Sweep(SweepArgs),
     /// Write a model for other tools: PyTorch-layout safetensors or ONNX, by --out's extension
     Export(ExportArgs),
@@ -126,7 +126,8 @@ pub struct ExportArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
     /// Sweep directory: one run directory per grid point, results.md, results.csv and
-    /// validation_curves.png/svg; an earlier sweep's directory continues it
+    /// validation_curves.png/svg; an earlier sweep's directory continues it, and any number of
+    /// workers running the same command on it share the points
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -134,9 +135,59 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub grid: GridArgs,
 
+    /// Run only the K-th of N equal shares of the grid's points (K from 1: points K, K+N, …), for a static split between workers; without it, workers claim points as they go
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+
+    /// Only rebuild results.md, results.csv and the curves from the run directories (the grid and flags come from DIR/sweep.json)
+    #[arg(long)]
+    pub report: bool,
+
+    /// A claim on a point whose holder has not shown a heartbeat for this long is stale and another worker takes the point over (resuming its checkpoint)
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub stale_after: std::time::Duration,
+
+    /// A point that fails the same way this many times in a row is given up and marked failed in the table
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: u32,
+
     /// Training flags for every run, after `--` (e.g. `-- --train-limit 10000 --backend flex`)
     #[arg(last = true, value_name = "TRAINING FLAGS")]
     pub common: Vec<String>,
+}
+
+/// `--shard K/N`: the K-th (from 1) of N shares of a sweep's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which share, from 1.
+    pub k: usize,
+    /// How many shares.
+    pub n: usize,
+}
+
+impl Shard {
+    /// Whether the point at `index` (from 0, in the grid's order) is in this share.
+    pub fn has(&self, index: usize) -> bool {
+        index % self.n == self.k - 1
+    }
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
+    let k: usize = k.trim().parse().map_err(|e| format!("K: {e}"))?;
+    let n: usize = n.trim().parse().map_err(|e| format!("N: {e}"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("K must be 1 to N, got {k}/{n}"));
+    }
+    Ok(Shard { k, n })
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0".into()),
+        Err(e) => Err(format!("{e} (e.g. 10m, 90s)")),
+    }
 }
 
 /// Which device to compute on.
@@ -443,7 +494,12 @@ impl TrainArgs {
             train_limit: self.train_limit,
             test_limit: self.test_limit,
             patience: self.patience.map(|p| p as usize),
-            init_from: self.init_from.clone(),
+            // Whole, so that the recorded file is found from anywhere and a repeated flag
+            // matches the record (a resumed sweep point repeats it).
+            init_from: self
+                .init_from
+                .as_deref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
         }
     }
 }

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Interrupts;
 use crate::checkpoint;
+use crate::claims::Claim;
 use crate::cli::Keep;
 use crate::interop::tensorboard::EventLog;
 use crate::logging;
@@ -40,6 +41,9 @@ pub(super) struct Keeper<'a> {
     pub(super) recipe: TrainConfig,
     /// Training steps in an epoch.
     pub(super) steps: usize,
+    /// The sweep's claim on this run, checked before every write: a worker whose claim was
+    /// taken over stops writing.
+    pub(super) claim: Option<&'a Claim>,
 }
 
 impl Keeper<'_> {
@@ -49,6 +53,9 @@ impl Keeper<'_> {
         optimizer: &ModuleOptimizer,
         progress: &Progress,
     ) -> Result<(), ObserverError> {
+        if let Some(claim) = self.claim {
+            claim.check()?;
+        }
         // The session is rebuilt by reference-counted clones: no tensor data is copied.
         let session = Session {
             model: model.clone(),

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::backend::{self, BackendError, BackendKind, ReadyDevice, WgpuApi};
 use crate::checkpoint::CheckpointError;
+use crate::claims::ClaimError;
 use crate::cli::{Cli, Command, Contradiction, DeviceArgs, SweepFlagsError};
 use crate::data::DataError;
 use crate::interop::InteropError;
@@ -46,6 +47,9 @@ pub enum Error {
     /// A file of another tool (safetensors, ONNX, TensorBoard) could not be read or written.
     #[error(transparent)]
     Interop(#[from] InteropError),
+    /// A sweep's claim on a point could not be made or kept.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     /// A run directory file could not be read or written.
     #[error(transparent)]
     Report(#[from] ReportError),
@@ -55,6 +59,15 @@ pub enum Error {
     /// The run was interrupted; its checkpoint is on disk.
     #[error("interrupted; the checkpoint is saved: continue with `trainer train --resume {}`", .0.display())]
     Interrupted(PathBuf),
+    /// A sweep directory holds another sweep than the one asked for.
+    #[error(
+        "--out {dir}: this sweep directory was started with {1} ({dir}/sweep.json); run the same grid and training flags, or use another --out",
+        dir = .0.display()
+    )]
+    OtherSweep(PathBuf, String),
+    /// Some of a sweep's points were given up after failing the same way again and again.
+    #[error("{0} of the sweep's points failed (see {dir}/results.md)", dir = .1.display())]
+    PointsFailed(usize, PathBuf),
     /// A sweep was interrupted; its current run's checkpoint is on disk.
     #[error("interrupted; run the same `trainer sweep --out {}` command again to continue", .0.display())]
     SweepInterrupted(PathBuf),
@@ -139,14 +152,32 @@ impl Interrupts {
 pub fn run(cli: Cli) -> Result<String, Error> {
     logging::init_logging(&cli.log.options())?;
     match cli.command {
-        None => train::train(&cli.train, &cli.log, &Interrupts::install()),
-        Some(Command::Train(args)) => train::train(&args, &cli.log, &Interrupts::install()),
+        None => train::train(&cli.train, &cli.log, &Interrupts::install(), None),
+        Some(Command::Train(args)) => train::train(&args, &cli.log, &Interrupts::install(), None),
         Some(Command::Evaluate(args)) => evaluate::evaluate(&args),
         Some(Command::Predict(args)) => predict::predict(&args),
         Some(Command::Sweep(args)) => sweep::sweep(&args, &cli.log, &Interrupts::install()),
         Some(Command::Plot(args)) => plot::plot(&args),
         Some(Command::Export(args)) => export::export(&args),
     }
+}
+
+/// An error and its causes in one line, each cause once: an error whose message already
+/// quotes its cause (`path: No such file or directory`) does not get it appended again.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
 }
 
 /// Opens the device the flags ask for and logs what it is.

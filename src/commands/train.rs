@@ -11,6 +11,7 @@ use super::keeper::Keeper;
 use super::plot::draw_plots;
 use super::{Error, Interrupts, init_device, list_devices};
 use crate::checkpoint;
+use crate::claims::Claim;
 use crate::cli::{DEFAULT_BACKEND, LogArgs, TrainArgs};
 use crate::data::Mnist;
 use crate::gpu::gather::GatherMethod;
@@ -25,11 +26,13 @@ use crate::report::{self, RunConfig, RunDir, Start, TestReport};
 use crate::session::Session;
 use crate::train::{self, Observer, Outcome, Sets, TrainError};
 
-/// Trains the run `args` describe; returns the result line.
+/// Trains the run `args` describe; returns the result line. Under a sweep's `claim`, the
+/// claim is checked before every write to the run directory.
 pub(super) fn train(
     args: &TrainArgs,
     log: &LogArgs,
     interrupts: &Interrupts,
+    claim: Option<&Claim>,
 ) -> Result<String, Error> {
     if args.list_devices {
         return Ok(list_devices(args.device.wgpu_api));
@@ -55,10 +58,14 @@ pub(super) fn train(
     };
     // One process at a time in a run directory; the lock goes when the process does.
     let _lock = run.lock()?;
+    if let Some(claim) = claim {
+        claim.check()?;
+    }
     let mut keeper = Keeper {
         events: EventLog::open(run.path())?,
         recipe: config.clone(),
         steps: sets.steps(config.batch_size),
+        claim,
         run: &run,
         device: device.device.clone(),
         interrupts: interrupts.clone(),
@@ -103,6 +110,9 @@ pub(super) fn train(
         Outcome::Completed => {}
     }
 
+    if let Some(claim) = claim {
+        claim.check()?;
+    }
     finish(
         &run,
         &mut keeper.events,
@@ -164,13 +174,11 @@ fn new_recipe(args: &TrainArgs) -> Result<TrainConfig, Error> {
     let mut from_file = args.clone();
     from_file.model = file.architecture;
     from_file.hidden = file.hidden;
-    let mut config = from_file.train_config();
-    if let Some(c) = args.contradiction(&config) {
-        return Err(Error::InitFrom(path.clone(), c));
+    let config = from_file.train_config();
+    match args.contradiction(&config) {
+        Some(c) => Err(Error::InitFrom(path.clone(), c)),
+        None => Ok(config),
     }
-    // Recorded whole: a run that starts over after a kill reads it again from anywhere.
-    config.init_from = std::path::absolute(path).ok().or(config.init_from);
-    Ok(config)
 }
 
 /// A new session for `config`: the seed's weights, or those of `--init-from`.

@@ -1,4 +1,5 @@
-//! Helpers of the integration tests that drive the `trainer` binary.
+//! Helpers of the integration tests that drive the `trainer` binary (the crate that uses them
+//! declares `mod common` too).
 
 // Each test binary uses some of them.
 #![allow(dead_code)]
@@ -77,4 +78,23 @@ pub fn events(dir: &Path) -> Vec<trainer::interop::tensorboard::Scalars> {
         dir.display()
     );
     read_scalars(&std::fs::read(&files[0]).unwrap())
+}
+
+/// The Python that has `scripts/requirements-tests.txt`, named by `$TRAINER_PYTHON`; without
+/// one the calling test says it is skipped, or fails under `TRAINER_REQUIRE_PYTHON=1`.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("TRAINER_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                std::env::var("TRAINER_REQUIRE_PYTHON").as_deref() != Ok("1"),
+                "TRAINER_REQUIRE_PYTHON=1 but no TRAINER_PYTHON"
+            );
+            crate::common::skipped_unless(
+                "no TRAINER_PYTHON with scripts/requirements-tests.txt",
+                "TRAINER_REQUIRE_PYTHON",
+            );
+            None
+        }
+    }
 }
