@@ -16,7 +16,7 @@ that
 accuracy to 0.0005 (float sums in another order may flip an exact tie). Prints one line of
 figures and exits 1 with a reason on the first failed check.
 
-Needs: numpy, safetensors, onnxruntime, tensorboard (scripts/requirements-interop.txt).
+Needs: numpy, safetensors, onnxruntime, tensorboard (scripts/requirements-tests.txt).
 Usage: check_interop.py --data-dir DIR --run RUN --safetensors F --onnx F --predictions CSV
 """
 import argparse

@@ -174,8 +174,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for name, content in files.items():
         path = targets[name]
-        tmp_path = path + ".tmp"
-        with open(tmp_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        # A temporary name of its own: several workers of a cluster sweep may provision the
+        # same shared directory at once (they write identical bytes).
+        fd, tmp_path = tempfile.mkstemp(dir=args.out, prefix=f".{name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the data from other users
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             gz.write(content)
         os.replace(tmp_path, path)  # atomic: never a half-written file under the real name
         print(f"wrote {path} (MD5 of contents {CANONICAL_MD5[name]} verified)")
