@@ -74,7 +74,13 @@ pub fn atomic_write(
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // The process id and a per-process nonce: writers on different machines sharing a
+    // directory (a sweep's workers) may have the same process id.
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:08x}",
+        std::process::id(),
+        nonce()
+    ));
     let result = (|| {
         let mut file = File::create(&tmp)?;
         write(&mut file)?;
@@ -90,6 +96,18 @@ pub fn atomic_write(
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
+}
+
+/// A number drawn once per process, from the clock and an address, for temporary names.
+fn nonce() -> u32 {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let here = &nanos as *const u32 as usize as u32;
+        nanos ^ here.rotate_left(16)
+    })
 }
 
 /// Writes `bytes` to `path` atomically (see [`atomic_write`]).

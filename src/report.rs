@@ -73,7 +73,7 @@ pub struct RunLock {
 }
 
 /// Removes the temporary files a killed process left behind in `dir` (the atomic writes'
-/// `.NAME.tmp-PID`); best effort.
+/// `.NAME.tmp-PID-N`); best effort.
 fn remove_temporaries(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
