@@ -8,8 +8,8 @@
 //! current one. Its holder writes `owner.json` (who, when) into it and touches `heartbeat`
 //! every `stale_after / 4`. A claim is *stale* when neither its directory nor its heartbeat
 //! has changed for `stale_after` by the file server's clock (read as the time stamp of a file
-//! just written, so that clocks of different machines are never compared), or when its
-//! holder released it. A stale claim is taken over by making the next `GEN`: nothing is
+//! just written, so that clocks of different machines are never compared), when its holder
+//! released it, or when its holder was a process of this machine that no longer exists. A stale claim is taken over by making the next `GEN`: nothing is
 //! renamed or deleted, so a worker that was paused past `stale_after` finds a higher `GEN`
 //! than its own when it checks, before every write, and stops working on the point.
 //!
@@ -54,11 +54,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClaimError + '_ {
 /// Job's pod, or `host:pid`.
 pub fn worker_name() -> String {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .or_else(|| var("HOSTNAME"))
-        .unwrap_or_else(|| "localhost".into());
+    let host = host_name();
     let pid = std::process::id();
     if let Some(job) = var("SLURM_ARRAY_JOB_ID").or_else(|| var("SLURM_JOB_ID")) {
         let task = var("SLURM_ARRAY_TASK_ID").map_or(String::new(), |t| format!("_{t}"));
@@ -70,13 +66,39 @@ pub fn worker_name() -> String {
     format!("{host}:{pid}")
 }
 
+/// This machine's name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// What a claim's `owner.json` says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Owner {
     /// The worker ([`worker_name`]).
     pub worker: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
     /// When it claimed, RFC 3339.
     pub at: String,
+}
+
+impl Owner {
+    /// Whether the owner is known to be gone: a process of this machine that no longer
+    /// exists (a worker killed and started again on one machine need not wait for the stale
+    /// time). Elsewhere, or where processes cannot be looked up, nothing is known.
+    fn is_gone(&self) -> bool {
+        let proc = Path::new("/proc");
+        self.host == host_name()
+            && proc.join("self").exists()
+            && !proc.join(self.pid.to_string()).exists()
+    }
 }
 
 /// The claims of one sweep directory, as one worker sees them.
@@ -159,7 +181,10 @@ impl Claims {
     /// Whether the claim `generation` of the point in `point` is stale at `now`.
     fn is_stale(&self, point: &Path, generation: u64, now: SystemTime) -> bool {
         let dir = generation_dir(point, generation);
-        if dir.join("released").exists() {
+        let owner = std::fs::read(dir.join("owner.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok());
+        if dir.join("released").exists() || owner.is_some_and(|o| o.is_gone()) {
             return true;
         }
         let last = [modified(&dir), modified(&dir.join("heartbeat"))]
@@ -191,6 +216,8 @@ impl Claims {
         }
         let owner = Owner {
             worker: self.worker.clone(),
+            host: host_name(),
+            pid: std::process::id(),
             at: crate::report::now(),
         };
         atomic_write_bytes(
@@ -353,5 +380,23 @@ mod tests {
     fn workers_are_named_by_their_scheduler() {
         let name = worker_name();
         assert!(name.contains(&format!(":{}", std::process::id())), "{name}");
+    }
+
+    /// A claim of a process of this machine that has ended is stale at once; one of a live
+    /// process, or of another machine, is not.
+    #[test]
+    fn a_claim_of_an_ended_process_here_is_stale_at_once() {
+        let owner = |host: String, pid: u32| Owner {
+            worker: "w".into(),
+            host,
+            pid,
+            at: String::new(),
+        };
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        assert!(owner(host_name(), ended).is_gone());
+        assert!(!owner(host_name(), std::process::id()).is_gone());
+        assert!(!owner("elsewhere".into(), ended).is_gone());
     }
 }
