@@ -121,9 +121,11 @@ impl Observer for Keeper<'_> {
                     source,
                 })?;
             }
-            std::fs::copy(self.run.checkpoint(), &path).map_err(|source| ReportError::Io {
-                path: path.clone(),
-                source,
+            // A copy written atomically like every other file: a kill mid-copy leaves no
+            // half checkpoint under the epoch's name.
+            let latest = self.run.checkpoint();
+            checkpoint::atomic_write(&path, |f| {
+                std::io::copy(&mut std::fs::File::open(&latest)?, f).map(|_| ())
             })?;
         }
         let valid_model = || model.clone().valid();
