@@ -89,6 +89,18 @@ pub enum Error {
         .0.display(), .1.flag, .1.asked, .1.flag, .1.saved
     )]
     InitFrom(PathBuf, Contradiction),
+    /// `--init-from` names a file that is not safetensors.
+    #[error(
+        "--init-from {}: expected a .safetensors file in PyTorch's layout (`trainer export --out FILE.safetensors` writes one)",
+        .0.display()
+    )]
+    InitFromFormat(PathBuf),
+    /// `sweep --report` names a directory without a sweep record.
+    #[error(
+        "--out {}: not a sweep directory (no sweep.json; a sweep started before sweeps were recorded writes it when its command runs again)",
+        .0.display()
+    )]
+    NotASweep(PathBuf),
     /// A resumed run's checkpoint says it is already done.
     #[error(
         "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"

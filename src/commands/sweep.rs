@@ -24,6 +24,9 @@ pub(super) fn sweep(
     let claims = Claims::new(&args.out, worker_name(), args.stale_after);
     let max_failures = args.max_failures as usize;
     if args.report {
+        if !record_path(&args.out).is_file() {
+            return Err(Error::NotASweep(args.out.clone()));
+        }
         let record = read_record(&args.out)?;
         return report(&args.out, &record.points, &claims, max_failures);
     }

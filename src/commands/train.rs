@@ -170,6 +170,9 @@ fn new_recipe(args: &TrainArgs) -> Result<TrainConfig, Error> {
     let Some(path) = &args.init_from else {
         return Ok(args.train_config());
     };
+    if !interop::is_safetensors(path) {
+        return Err(Error::InitFromFormat(path.clone()));
+    }
     let file = interop::safetensors::read(path)?;
     let mut from_file = args.clone();
     from_file.model = file.architecture;
