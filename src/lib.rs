@@ -21,6 +21,7 @@ mod logging;
 mod metrics;
 pub mod model;
 mod plot;
+mod pool;
 mod predict;
 mod recipe;
 mod report;
