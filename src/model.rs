@@ -437,6 +437,9 @@ const CNN_DENSE: usize = 128;
 #[derive(Module, Debug)]
 pub struct Cnn {
     convs: Vec<Conv2d>,
+    /// burn's 2×2 pooling layer, left in the module as it was (the module's structure is
+    /// what model files are read into); the forward pass pools with
+    /// `crate::pool::max_pool_2x2`, which gives the same numbers.
     pool: MaxPool2d,
     dense: Linear,
     output: Linear,
