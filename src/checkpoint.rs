@@ -45,14 +45,16 @@ pub enum CheckpointError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+/// The I/O error of `path`, as a [`CheckpointError`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn corrupt(path: &Path, problem: impl Into<String>) -> CheckpointError {
+/// `path` is damaged or of the wrong kind, for `problem`.
+pub(crate) fn corrupt(path: &Path, problem: impl Into<String>) -> CheckpointError {
     CheckpointError::Corrupt {
         path: path.to_path_buf(),
         problem: problem.into(),

@@ -16,22 +16,10 @@ use crate::model::{Architecture, Model, TorchLayoutError};
 /// What can go wrong reading or writing a file of another tool. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {
-    /// The file system refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The bytes are not a file of the expected kind, or are damaged.
-    #[error("{path}: {problem}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
+    /// The file system refused, or the bytes are not a file of the expected kind or are
+    /// damaged: the errors of `trainer`'s own files, with the same words.
+    #[error(transparent)]
+    File(#[from] CheckpointError),
     /// The tensors make no network `trainer` has.
     #[error("{path}: {source}")]
     Layout {
@@ -46,23 +34,14 @@ pub enum InteropError {
     /// The model's weights could not be read back from the device.
     #[error(transparent)]
     Read(#[from] ReadError),
-    /// Writing the file failed.
-    #[error(transparent)]
-    Write(#[from] CheckpointError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InteropError + '_ {
-    move |source| InteropError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| checkpoint::io_err(path)(source).into()
 }
 
 fn corrupt(path: &Path, problem: impl Into<String>) -> InteropError {
-    InteropError::Corrupt {
-        path: path.to_path_buf(),
-        problem: problem.into(),
-    }
+    checkpoint::corrupt(path, problem).into()
 }
 
 /// Whether `path` names a safetensors file (by its extension).
