@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointError, atomic_write_bytes};
+use crate::report::host_name;
 
 /// What can go wrong with claims. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,16 +65,6 @@ pub fn worker_name() -> String {
         return format!("k8s-{index}@{host}:{pid}");
     }
     format!("{host}:{pid}")
-}
-
-/// This machine's name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What a claim's `owner.json` says.

@@ -183,12 +183,7 @@ impl EventLog {
             })
             .min();
         let path = existing.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .map(|h| h.trim().replace(['/', '\\'], "_"))
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".into());
+            let host = crate::report::host_name().replace(['/', '\\'], "_");
             dir.join(format!("{FILE_PREFIX}{}.{host}", now() as u64))
         });
         let mut file = OpenOptions::new()
