@@ -17,7 +17,10 @@ use crate::logging::{LogFormat, LogOptions};
 use crate::model::Architecture;
 use crate::recipe::{Schedule, TrainConfig};
 pub use grid::GridArgs;
-use values::{parse_count, parse_fraction, parse_lr, parse_weight_decay, parse_width};
+use values::{
+    parse_count, parse_duration, parse_fraction, parse_lr, parse_shard, parse_weight_decay,
+    parse_width,
+};
 
 /// Train the article's MNIST digit classifier (784-30-10-10 MLP, Adam, 30 epochs) on a GPU
 /// through wgpu or on the CPU, and keep what a run makes: checkpoints, history, plots, models.
@@ -169,24 +172,6 @@ impl Shard {
     /// Whether the point at `index` (from 0, in the grid's order) is in this share.
     pub fn has(&self, index: usize) -> bool {
         index % self.n == self.k - 1
-    }
-}
-
-fn parse_shard(s: &str) -> Result<Shard, String> {
-    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
-    let k: usize = k.trim().parse().map_err(|e| format!("K: {e}"))?;
-    let n: usize = n.trim().parse().map_err(|e| format!("N: {e}"))?;
-    if n == 0 || k == 0 || k > n {
-        return Err(format!("K must be 1 to N, got {k}/{n}"));
-    }
-    Ok(Shard { k, n })
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than 0".into()),
-        Err(e) => Err(format!("{e} (e.g. 10m, 90s)")),
     }
 }
 

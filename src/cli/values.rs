@@ -43,3 +43,23 @@ pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// `--shard K/N`, K from 1 to N.
+pub(super) fn parse_shard(s: &str) -> Result<super::Shard, String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
+    let k: usize = k.trim().parse().map_err(|e| format!("K: {e}"))?;
+    let n: usize = n.trim().parse().map_err(|e| format!("N: {e}"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("K must be 1 to N, got {k}/{n}"));
+    }
+    Ok(super::Shard { k, n })
+}
+
+/// A duration longer than zero, as humantime writes them (`10m`, `90s`).
+pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0".into()),
+        Err(e) => Err(format!("{e} (e.g. 10m, 90s)")),
+    }
+}
