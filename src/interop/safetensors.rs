@@ -253,6 +253,20 @@ mod tests {
         Model::new(architecture, hidden, 3, &Device::flex()).unwrap()
     }
 
+    /// Layers as `decode` collects them from a file: weight and bias by layer name.
+    fn parts_of(layers: Vec<TorchLayer>) -> Parts {
+        layers
+            .into_iter()
+            .map(|l| {
+                let n = l.bias.len();
+                (
+                    l.name,
+                    [Some((l.weight_shape, l.weight)), Some((vec![n], l.bias))],
+                )
+            })
+            .collect()
+    }
+
     /// Written and read back, a model has the same parameters, to the bit, and the same
     /// architecture, for the MLP of any widths and for the CNN.
     #[test]
@@ -287,14 +301,7 @@ mod tests {
             (Architecture::Cnn, vec![]),
         ] {
             let layers = model(architecture, &hidden).torch_layers().unwrap();
-            let mut parts = Parts::new();
-            for l in layers {
-                let n = l.bias.len();
-                parts.insert(
-                    l.name,
-                    [Some((l.weight_shape, l.weight)), Some((vec![n], l.bias))],
-                );
-            }
+            let parts = parts_of(layers);
             assert_eq!(from_shapes(&parts), (architecture, hidden.clone()));
             assert!(in_order(architecture, &hidden, parts).is_ok());
         }
@@ -366,14 +373,7 @@ mod tests {
         // A layer of the wrong width.
         let mut m = model(Architecture::Mlp, &[30, 10]).torch_layers().unwrap();
         m[1].weight_shape = vec![10, 29];
-        let mut parts = Parts::new();
-        for l in m {
-            let n = l.bias.len();
-            parts.insert(
-                l.name,
-                [Some((l.weight_shape, l.weight)), Some((vec![n], l.bias))],
-            );
-        }
+        let parts = parts_of(m);
         let (architecture, hidden) = from_shapes(&parts);
         let layers = in_order(architecture, &hidden, parts).unwrap();
         let err = Model::from_torch_layers(architecture, &hidden, layers, &Device::flex())
