@@ -28,7 +28,7 @@ pub(super) fn sweep(
             return Err(Error::NotASweep(args.out.clone()));
         }
         let record = read_record(&args.out)?;
-        return report(&args.out, &record.points, &claims, max_failures);
+        return report(&args.out, &record.points, &claims, max_failures).map(|(table, _)| table);
     }
     let common = sweep_common(&args.common)?;
     let asked = SweepRecord {
@@ -103,11 +103,7 @@ pub(super) fn sweep(
             std::thread::sleep(claims.interval());
         }
     }
-    let table = report(&args.out, points, &claims, max_failures)?;
-    let failed = points
-        .iter()
-        .filter(|p| claims.given_up(&p.label(), max_failures).is_some())
-        .count();
+    let (table, failed) = report(&args.out, points, &claims, max_failures)?;
     if failed > 0 {
         return Err(Error::PointsFailed(failed, args.out.clone()));
     }
@@ -193,10 +189,15 @@ fn state(out: &Path, points: &[Point], claims: &Claims, max: usize) -> Vec<(bool
 }
 
 /// Rebuilds `results.md`, `results.csv` and the curves from the run directories, each written
-/// atomically; returns the Markdown. Workers rebuild concurrently, so after writing it looks
-/// again and rebuilds if a point finished meanwhile: the last tables written are always those
-/// of every point finished before them.
-fn report(out: &Path, points: &[Point], claims: &Claims, max: usize) -> Result<String, Error> {
+/// atomically; returns the Markdown and how many points were given up. Workers rebuild
+/// concurrently, so after writing it looks again and rebuilds if a point finished meanwhile:
+/// the last tables written are always those of every point finished before them.
+fn report(
+    out: &Path,
+    points: &[Point],
+    claims: &Claims,
+    max: usize,
+) -> Result<(String, usize), Error> {
     loop {
         let seen = state(out, points, claims, max);
         let mut rows = Vec::new();
@@ -223,7 +224,7 @@ fn report(out: &Path, points: &[Point], claims: &Claims, max: usize) -> Result<S
             plot::sweep_curves(&curves, &out.join("validation_curves"))?;
         }
         if state(out, points, claims, max) == seen {
-            return Ok(markdown);
+            return Ok((markdown, failed.len()));
         }
     }
 }
