@@ -28,27 +28,16 @@ use crate::report::host_name;
 /// What can go wrong with claims. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    /// The file system refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Writing a claim's file failed.
+    /// The file system refused, reading or writing a claim's file.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    File(#[from] CheckpointError),
     /// Another worker took the claim over (this one was taken for dead) before a write.
     #[error("{0}: the claim on this point was taken over by another worker")]
     Lost(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClaimError + '_ {
-    move |source| ClaimError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| crate::checkpoint::io_err(path)(source).into()
 }
 
 /// Who a worker is, for claim files and logs: the Slurm array task, the Kubernetes indexed
