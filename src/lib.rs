@@ -13,6 +13,7 @@ pub mod commands;
 #[cfg(test)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod conv_block;
 pub mod data;
 mod gpu;
 pub mod interop;
@@ -21,7 +22,6 @@ mod logging;
 mod metrics;
 pub mod model;
 mod plot;
-mod pool;
 mod predict;
 mod recipe;
 mod report;

@@ -438,8 +438,9 @@ const CNN_DENSE: usize = 128;
 pub struct Cnn {
     convs: Vec<Conv2d>,
     /// burn's 2×2 pooling layer, left in the module as it was (the module's structure is
-    /// what model files are read into); the forward pass pools with
-    /// `crate::pool::max_pool_2x2`, which gives the same numbers.
+    /// what model files are read into); the forward pass runs each block (convolution, ReLU,
+    /// pooling) as `crate::conv_block::conv_relu_pool`, which gives the same numbers to float
+    /// rounding.
     pool: MaxPool2d,
     dense: Linear,
     output: Linear,
@@ -474,7 +475,7 @@ impl Cnn {
         let [batch, _] = images.dims();
         let mut x: Tensor<4> = images.reshape([batch, 1, IMAGE_SIDE, IMAGE_SIDE]);
         for conv in &self.convs {
-            x = crate::pool::max_pool_2x2(relu(conv.forward(x)));
+            x = crate::conv_block::conv_relu_pool(conv, x);
         }
         let [_, c, h, w] = x.dims();
         let mut x = relu(self.dense.forward(x.reshape([batch, c * h * w])));
