@@ -3,9 +3,9 @@
 //! autodiff), with its backward pass; other backends, and convolutions of other shapes, take
 //! burn's `conv2d`, `relu` and `max_pool2d`.
 //!
-//! burn runs the block as four operations: flex's convolution makes its input NHWC, builds the
-//! whole batch's im2col matrix, multiplies and hands back an NHWC result seen as NCHW; ReLU and
-//! pooling each read and write every activation; the backward pass runs the ReLU mask and the
+//! burn runs the block as four operations: flex's convolution makes its input NHWC, builds
+//! im2col tiles, multiplies and hands back an NHWC result seen as NCHW; ReLU and pooling each
+//! read and write every activation (the pooling after a copy to NCHW); the backward pass runs the ReLU mask and the
 //! pooling's scatter, then two dense products as large as the forward one (weight gradient and
 //! input gradient) over gradients of which at most a quarter are not zero (the pooling passes
 //! one of four on, ReLU drops more). Here:
@@ -22,10 +22,10 @@
 //! - results are the same whatever the number of threads: work is split into chunks of images
 //!   fixed by the shapes, and per-chunk sums are added in chunk order.
 //!
-//! Upstream, burn-flex could do the first two for any convolution followed by ReLU and pooling
-//! only with an operation fusion pass (it runs each operation as it comes); the sparse backward
-//! needs to know that the gradient came through a max-pool, which burn's per-operation
-//! autodiff does not know at the convolution. So it stays a fused operation of this crate.
+//! Upstream this would be a fused module operation in burn's backend traits (convolution, bias,
+//! ReLU, max-pool, with a default that composes burn's four), implemented by burn-flex as here:
+//! burn runs each operation as it comes, and its autodiff cannot know at the convolution that
+//! the gradient came through a max-pool.
 
 use std::sync::Arc;
 
@@ -292,7 +292,8 @@ impl Block {
                     }
                 }
                 let alive = best > 0.0;
-                out[c] = if alive { best } else { 0.0 };
+                // NaN passes on, as burn's ReLU lets it.
+                out[c] = if alive || best.is_nan() { best } else { 0.0 };
                 from[c] = if alive { k } else { DEAD };
             }
         }
@@ -300,7 +301,8 @@ impl Block {
 }
 
 thread_local! {
-    /// Each thread's im2col matrix and GEMM result, kept between chunks and steps.
+    /// Each thread's im2col matrix and GEMM result, kept between chunks and steps. Nothing in
+    /// a chunk calls into rayon, so a thread never takes up another chunk while it holds them.
     static COLUMNS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
