@@ -95,7 +95,7 @@ fn fused_autodiff(x: &Tensor<4>, weight: &Tensor<4>, bias: &Tensor<1>) -> Option
     let (x, x_node) = x.into_parts();
     let (weight, weight_node) = weight.into_parts();
     let (bias, bias_node) = bias.into_parts();
-    let block = Block::new(&x, &weight, &bias);
+    let block = Block::new(&x, &weight, &bias)?;
     let out = match ConvReluPool
         .prepare::<NoCheckpointing>([x_node, weight_node, bias_node])
         .compute_bound()
@@ -124,7 +124,7 @@ fn fused(x: &Tensor<4>, weight: &Tensor<4>, bias: &Tensor<1>) -> Option<Tensor<4
     if [&x, &weight, &bias].iter().any(|t| t.dtype() != DType::F32) {
         return None;
     }
-    let block = Block::new(&x, &weight, &bias);
+    let block = Block::new(&x, &weight, &bias)?;
     Some(Tensor::from_primitive::<Flex>(block.forward().0))
 }
 
@@ -172,20 +172,25 @@ struct Block {
 }
 
 impl Block {
-    fn new(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> Self {
+    /// The block's operands; `None` if their shapes do not fit together (burn's operations
+    /// then say what is wrong).
+    fn new(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> Option<Self> {
         let [n, cin, h, w] = dims4(x);
-        let cout = weight.layout().shape()[0];
+        let [cout, weight_cin, kh, kw] = dims4(weight);
+        if [weight_cin, kh, kw] != [cin, 3, 3] || bias.layout().shape().as_slice() != [cout] {
+            return None;
+        }
         let dims = Dims { n, cin, h, w, cout };
         let padded = nhwc(x, 1);
         // [c_out, c_in, 3, 3] → [c_out][3][3][c_in]: the weights seen as [c_out, 3, 3, c_in].
         let filters = nhwc(weight, 0);
         let bias = strided_values(bias);
-        Self {
+        Some(Self {
             dims,
             padded,
             filters,
             bias,
-        }
+        })
     }
 
     /// The pooled output (NHWC, seen as NCHW) and, per output, where its maximum came from
@@ -579,6 +584,25 @@ mod tests {
                 "{what}[{i}]: ours {a}, burn's {b}"
             );
         }
+    }
+
+    /// Operands whose shapes do not fit together are left to burn's operations.
+    #[test]
+    fn operands_that_do_not_fit_are_left_to_burn() {
+        let flex4 = |shape: [usize; 4]| {
+            let t = Tensor::<4>::zeros(shape, &Device::flex());
+            t.try_into_primitive::<Flex>().unwrap()
+        };
+        let x = flex4([2, 3, 8, 8]);
+        let fits = |weight: [usize; 4], bias: usize| {
+            let bias = Tensor::<1>::zeros([bias], &Device::flex());
+            let bias = bias.try_into_primitive::<Flex>().unwrap();
+            Block::new(&x, &flex4(weight), &bias).is_some()
+        };
+        assert!(fits([5, 3, 3, 3], 5));
+        assert!(!fits([5, 4, 3, 3], 5), "input channels");
+        assert!(!fits([5, 3, 5, 5], 5), "kernel size");
+        assert!(!fits([5, 3, 3, 3], 4), "bias length");
     }
 
     /// How a trial's input is made.
