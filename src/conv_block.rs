@@ -457,6 +457,9 @@ fn backward_chunk_fma(part: &Part, sums: &mut [f32], gx: Option<&mut [f32]>) {
     backward_chunk_any(part, sums, gx);
 }
 
+/// The backward loop of [`backward_chunk`], for any CPU: per window of the pooling, per channel
+/// whose gradient passed, the input patch into the weight gradient and the filter into the
+/// input gradient.
 #[inline(always)]
 fn backward_chunk_any(part: &Part, sums: &mut [f32], mut gx: Option<&mut [f32]>) {
     let block = part.block;
