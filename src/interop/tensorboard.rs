@@ -169,19 +169,25 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The TensorBoard event files in `dir` (names starting with [`FILE_PREFIX`]), sorted by name.
+pub fn event_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(FILE_PREFIX))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 impl EventLog {
     /// Opens the event file of the run in `dir`, making one if there is none; a record cut
     /// short at its end (a kill mid-write) is cut off.
     pub fn open(dir: &Path) -> Result<Self, InteropError> {
-        let existing = std::fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(FILE_PREFIX))
-            })
-            .min();
+        let existing = event_files(dir).map_err(io_err(dir))?.into_iter().next();
         let path = existing.unwrap_or_else(|| {
             let host = crate::report::host_name().replace(['/', '\\'], "_");
             dir.join(format!("{FILE_PREFIX}{}.{host}", now() as u64))

@@ -61,16 +61,8 @@ pub fn result(out: &Output, key: &str) -> f64 {
 
 /// The scalars of the run's TensorBoard event file, which must be the only one.
 pub fn events(dir: &Path) -> Vec<trainer::interop::tensorboard::Scalars> {
-    use trainer::interop::tensorboard::{FILE_PREFIX, read_scalars};
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(FILE_PREFIX))
-        })
-        .collect();
+    use trainer::interop::tensorboard::{event_files, read_scalars};
+    let files = event_files(dir).unwrap();
     assert_eq!(
         files.len(),
         1,
