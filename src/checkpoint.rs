@@ -76,10 +76,13 @@ pub fn atomic_write(
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    // The process id and a per-process nonce: writers on different machines sharing a
-    // directory (a sweep's workers) may have the same process id.
+    // The host, the process id and a per-process nonce: writers on different machines
+    // sharing a directory (a sweep's workers) may have the same process id.
+    let prefix = format!(".{name}.tmp-");
+    remove_dead_temporaries(dir, &prefix);
     let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:08x}",
+        "{prefix}{}-{}-{:08x}",
+        crate::host::file_name_part(),
         std::process::id(),
         nonce()
     ));
@@ -98,6 +101,31 @@ pub fn atomic_write(
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
+}
+
+/// Removes the temporary files (`{prefix}HOST-PID-NONCE`) in `dir` that processes of this
+/// machine left when they were killed mid-write; those of live processes, of other machines
+/// and of unknown form stay. Best effort.
+fn remove_dead_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let host = crate::host::file_name_part();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, '-');
+        let (_nonce, pid, writer) = (parts.next(), parts.next(), parts.next());
+        let pid = pid.and_then(|p| p.parse::<u32>().ok());
+        if let (Some(pid), Some(writer)) = (pid, writer)
+            && writer == host
+            && crate::host::has_ended(&crate::host::name(), pid)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A number drawn once per process, from the clock and an address, for temporary names.
@@ -585,5 +613,39 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"good");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    /// The next write of a file removes the temporaries of it that killed processes of this
+    /// machine left, and nothing else: not those of live processes, of other machines, of
+    /// other files.
+    #[test]
+    fn a_write_removes_the_temporaries_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = crate::host::file_name_part();
+        let me = std::process::id();
+        let names = [
+            format!(".m.onnx.tmp-{host}-{dead}-0000abcd"),
+            format!(".m.onnx.tmp-{host}-{me}-0000abcd"),
+            format!(".m.onnx.tmp-elsewhere-{dead}-0000abcd"),
+            format!(".other.onnx.tmp-{host}-{dead}-0000abcd"),
+            format!(".m.onnx.tmp-{dead}-0000abcd"),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"half").unwrap();
+        }
+        atomic_write_bytes(&dir.path().join("m.onnx"), b"whole").unwrap();
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let expected: std::collections::BTreeSet<String> = names[1..]
+            .iter()
+            .cloned()
+            .chain(["m.onnx".to_string()])
+            .collect();
+        assert_eq!(left, expected);
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointError, atomic_write_bytes};
-use crate::report::host_name;
+use crate::host;
 
 /// What can go wrong with claims. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClaimError + '_ {
 /// Job's pod, or `host:pid`.
 pub fn worker_name() -> String {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let host = host_name();
+    let host = host::name();
     let pid = std::process::id();
     if let Some(job) = var("SLURM_ARRAY_JOB_ID").or_else(|| var("SLURM_JOB_ID")) {
         let task = var("SLURM_ARRAY_TASK_ID").map_or(String::new(), |t| format!("_{t}"));
@@ -74,10 +74,7 @@ impl Owner {
     /// exists (a worker killed and started again on one machine need not wait for the stale
     /// time). Elsewhere, or where processes cannot be looked up, nothing is known.
     fn is_gone(&self) -> bool {
-        let proc = Path::new("/proc");
-        self.host == host_name()
-            && proc.join("self").exists()
-            && !proc.join(self.pid.to_string()).exists()
+        host::has_ended(&self.host, self.pid)
     }
 }
 
@@ -196,7 +193,7 @@ impl Claims {
         }
         let owner = Owner {
             worker: self.worker.clone(),
-            host: host_name(),
+            host: host::name(),
             pid: std::process::id(),
             at: crate::report::now(),
         };
@@ -360,23 +357,5 @@ mod tests {
     fn workers_are_named_by_their_scheduler() {
         let name = worker_name();
         assert!(name.contains(&format!(":{}", std::process::id())), "{name}");
-    }
-
-    /// A claim of a process of this machine that has ended is stale at once; one of a live
-    /// process, or of another machine, is not.
-    #[test]
-    fn a_claim_of_an_ended_process_here_is_stale_at_once() {
-        let owner = |host: String, pid: u32| Owner {
-            worker: "w".into(),
-            host,
-            pid,
-            at: String::new(),
-        };
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let ended = child.id();
-        child.wait().unwrap();
-        assert!(owner(host_name(), ended).is_gone());
-        assert!(!owner(host_name(), std::process::id()).is_gone());
-        assert!(!owner("elsewhere".into(), ended).is_gone());
     }
 }

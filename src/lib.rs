@@ -16,6 +16,7 @@ mod common;
 mod conv_block;
 pub mod data;
 mod gpu;
+mod host;
 pub mod interop;
 mod loader;
 mod logging;

@@ -402,17 +402,6 @@ pub fn result_line(test: &Metrics) -> String {
     )
 }
 
-/// This machine's name, for the records (claims, event file names): the kernel's, else
-/// `$HOSTNAME`, else `localhost`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The current time as RFC 3339 UTC, for the records.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

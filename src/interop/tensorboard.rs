@@ -189,7 +189,7 @@ impl EventLog {
     pub fn open(dir: &Path) -> Result<Self, InteropError> {
         let existing = event_files(dir).map_err(io_err(dir))?.into_iter().next();
         let path = existing.unwrap_or_else(|| {
-            let host = crate::report::host_name().replace(['/', '\\'], "_");
+            let host = crate::host::name().replace(['/', '\\'], "_");
             dir.join(format!("{FILE_PREFIX}{}.{host}", now() as u64))
         });
         let mut file = OpenOptions::new()
