@@ -114,7 +114,60 @@ impl TrainConfig {
     }
 }
 
+/// One field in which two recipes differ, named by the flag that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDifference {
+    /// The flag, as written (`--lr`).
+    pub flag: String,
+    /// The value in the recorded recipe, as a flag's value is written.
+    pub recorded: String,
+    /// The value in the recipe asked for.
+    pub asked: String,
+}
+
+/// The flag that sets the recipe field `field` (its serialized name): the field's name in
+/// kebab case, the one field named otherwise excepted.
+pub fn flag_of(field: &str) -> String {
+    match field {
+        "schedule" => "--lr-schedule".into(),
+        other => format!("--{}", other.replace('_', "-")),
+    }
+}
+
+/// A recipe value as its flag's value is written: lists comma-separated, nothing as `none`.
+fn flag_value(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "none".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(flag_value).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
 impl TrainConfig {
+    /// Every field in which `self` (recorded) and `asked` differ, in the order of the
+    /// recipe's serialized names: found field by field through serde, so a new field needs
+    /// nothing here.
+    pub fn differences(&self, asked: &TrainConfig) -> Vec<FieldDifference> {
+        let fields = |c: &TrainConfig| match serde_json::to_value(c) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (recorded, asked) = (fields(self), fields(asked));
+        recorded
+            .iter()
+            .filter_map(|(name, value)| {
+                let other = asked.get(name).unwrap_or(&serde_json::Value::Null);
+                (value != other).then(|| FieldDifference {
+                    flag: flag_of(name),
+                    recorded: flag_value(value),
+                    asked: flag_value(other),
+                })
+            })
+            .collect()
+    }
+
     /// The learning rate of step `step` (0-based) of epoch `epoch` (1-based), with `steps`
     /// steps an epoch.
     pub fn rate(&self, epoch: usize, step: usize, steps: usize) -> f64 {
@@ -158,6 +211,44 @@ pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each field changed in turn is found, named by the flag that sets it.
+    #[test]
+    fn every_differing_field_is_named_by_its_flag() {
+        let base = TrainConfig::default();
+        let changed = [
+            TrainConfig {
+                lr: 0.005,
+                ..base.clone()
+            },
+            TrainConfig {
+                schedule: Schedule::Cosine,
+                ..base.clone()
+            },
+            TrainConfig {
+                hidden: vec![128, 64],
+                ..base.clone()
+            },
+            TrainConfig {
+                train_limit: Some(500),
+                ..base.clone()
+            },
+        ];
+        let flags: Vec<Vec<FieldDifference>> =
+            changed.iter().map(|c| base.differences(c)).collect();
+        let one = |flag: &str, recorded: &str, asked: &str| {
+            vec![FieldDifference {
+                flag: flag.into(),
+                recorded: recorded.into(),
+                asked: asked.into(),
+            }]
+        };
+        assert_eq!(flags[0], one("--lr", "0.001", "0.005"));
+        assert_eq!(flags[1], one("--lr-schedule", "constant", "cosine"));
+        assert_eq!(flags[2], one("--hidden", "30,10", "128,64"));
+        assert_eq!(flags[3], one("--train-limit", "none", "500"));
+        assert!(base.differences(&base).is_empty());
+    }
 
     #[test]
     fn cosine_schedule_decays_from_the_rate_to_zero() {

@@ -73,23 +73,43 @@ pub struct SweepRecord {
 }
 
 impl SweepRecord {
-    /// How `self` (the recorded sweep) differs from `other` (the one asked for), in words, if
-    /// it does.
-    pub fn difference(&self, other: &SweepRecord) -> Option<String> {
-        if self.points != other.points {
-            let labels = |r: &SweepRecord| r.points.iter().map(Point::label).collect::<Vec<_>>();
+    /// How `self` (the recorded sweep) differs from `asked`, in words, if it does: the points
+    /// in one grid and not the other (the same points in another order are the same grid),
+    /// else each recipe field that differs, by its flag.
+    pub fn difference(&self, asked: &SweepRecord) -> Option<String> {
+        let only = |a: &SweepRecord, b: &SweepRecord| -> Vec<String> {
+            a.points
+                .iter()
+                .filter(|p| !b.points.contains(p))
+                .map(Point::label)
+                .collect()
+        };
+        let (recorded_only, asked_only) = (only(self, asked), only(asked, self));
+        if !recorded_only.is_empty() || !asked_only.is_empty() {
             return Some(format!(
-                "another grid ({} points: {}, …)",
-                self.points.len(),
-                labels(self)
-                    .into_iter()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "another grid (only in the record: {}; only asked: {})",
+                some_labels(&recorded_only),
+                some_labels(&asked_only)
             ));
         }
-        (self.recipe != other.recipe)
-            .then(|| format!("other training flags (-- {})", self.common.join(" ")))
+        let fields = self.recipe.differences(&asked.recipe);
+        (!fields.is_empty()).then(|| {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|d| format!("{}: recorded {}, asked {}", d.flag, d.recorded, d.asked))
+                .collect();
+            format!("other training flags ({})", fields.join("; "))
+        })
+    }
+}
+
+/// Up to five labels, then how many more; "none" for none.
+fn some_labels(labels: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match labels.len() {
+        0 => "none".into(),
+        n if n <= SHOWN => labels.join(", "),
+        n => format!("{} ({} more)", labels[..SHOWN].join(", "), n - SHOWN),
     }
 }
 
@@ -294,6 +314,53 @@ pub fn run_path(sweep: &Path, point: &Point) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(lrs: &[f64], recipe: TrainConfig) -> SweepRecord {
+        let point = |lr| Point {
+            model: Architecture::Mlp,
+            hidden: vec![30, 10],
+            lr,
+            batch_size: 32,
+            epochs: None,
+            seed: 42,
+        };
+        SweepRecord {
+            trainer_version: "0".into(),
+            points: lrs.iter().copied().map(point).collect(),
+            common: Vec::new(),
+            recipe,
+        }
+    }
+
+    /// Another grid is named by the points in one and not the other (five a side at most);
+    /// the same points in another order are the same grid; another recipe by its flags.
+    #[test]
+    fn a_differing_sweep_is_named_by_what_differs() {
+        let base = TrainConfig::default();
+        let recorded = record(&[0.001, 0.002, 0.003, 0.004], base.clone());
+        let asked = record(&[0.001, 0.002, 0.003, 0.005], base.clone());
+        assert_eq!(
+            recorded.difference(&asked).unwrap(),
+            "another grid (only in the record: mlp-h30x10-lr0.004-b32-s42; only asked: mlp-h30x10-lr0.005-b32-s42)"
+        );
+        let reordered = record(&[0.004, 0.003, 0.002, 0.001], base.clone());
+        assert_eq!(recorded.difference(&reordered), None);
+        let many: Vec<f64> = (1..=8).map(|i| i as f64).collect();
+        let why = recorded.difference(&record(&many, base.clone())).unwrap();
+        assert!(why.ends_with("mlp-h30x10-lr5-b32-s42 (3 more))"), "{why}");
+        let other = TrainConfig {
+            lr: 0.005,
+            train_limit: Some(500),
+            ..base.clone()
+        };
+        let why = recorded
+            .difference(&record(&[0.001, 0.002, 0.003, 0.004], other))
+            .unwrap();
+        assert_eq!(
+            why,
+            "other training flags (--lr: recorded 0.001, asked 0.005; --train-limit: recorded none, asked 500)"
+        );
+    }
     #[test]
     fn tables_put_the_best_first() {
         let row = |label: &str, test_acc| Row {
