@@ -138,9 +138,16 @@ impl Claims {
         self.dir.join(label)
     }
 
-    /// How often a holder touches its heartbeat, and idle workers look again.
+    /// How often a holder touches its heartbeat.
     pub fn interval(&self) -> Duration {
         (self.stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// How often a worker with nothing to claim looks again: at least every 2 s, so that it
+    /// ends soon after the last point does (a job-array task holds its allocation while it
+    /// waits), and a point released or gone stale is taken soon.
+    pub fn poll(&self) -> Duration {
+        self.interval().min(Duration::from_secs(2))
     }
 
     /// The file server's time now: the time stamp of a file written just now.

@@ -588,13 +588,46 @@ impl TrainArgs {
 #[error("trainer sweep: {0}")]
 pub struct SweepFlagsError(String);
 
-/// The training flags a sweep applies to every run (given after `--`).
-pub fn sweep_common(flags: &[String]) -> Result<TrainArgs, SweepFlagsError> {
+/// What the flags after `trainer sweep ... --` say: the training flags every run gets, and
+/// the logging flags among them (valid for `train`, so valid here, meaning what they mean
+/// before `--`).
+#[derive(Debug, Clone)]
+pub struct SweepCommon {
+    /// The training flags.
+    pub train: TrainArgs,
+    /// The logging flags given after `--` (`None`: none was).
+    pub log: Option<LogArgs>,
+}
+
+impl LogArgs {
+    /// These flags with those given after a sweep's `--` (`later`, parsed from `matches`)
+    /// applied: a flag given there replaces the one before `--`, `-v` adds up.
+    fn then(&self, later: &LogArgs, matches: &clap::ArgMatches) -> LogArgs {
+        let given =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        LogArgs {
+            log_format: if given("log_format") {
+                later.log_format
+            } else {
+                self.log_format
+            },
+            log_file: later.log_file.clone().or_else(|| self.log_file.clone()),
+            verbose: self.verbose.saturating_add(later.verbose),
+            quiet: self.quiet || later.quiet,
+        }
+    }
+}
+
+/// The training flags a sweep applies to every run (given after `--`), with any logging flags
+/// among them applied over `log`, the ones given before `--`.
+pub fn sweep_common(flags: &[String], log: &LogArgs) -> Result<SweepCommon, SweepFlagsError> {
     #[derive(Parser)]
     #[command(name = "trainer sweep ... --")]
     struct Common {
         #[command(flatten)]
         train: TrainArgs,
+        #[command(flatten)]
+        log: LogArgs,
     }
     let argv = std::iter::once("trainer").chain(flags.iter().map(String::as_str));
     let first_line = |e: clap::Error| {
@@ -624,7 +657,14 @@ pub fn sweep_common(flags: &[String]) -> Result<TrainArgs, SweepFlagsError> {
     }
     let mut common = Common::from_arg_matches(&matches).map_err(first_line)?;
     common.train.given = given_flags(&matches);
-    Ok(common.train)
+    let logging = LogArgs::augment_args(clap::Command::new("log"));
+    let any_log = logging.get_arguments().any(|arg| {
+        matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
+    });
+    Ok(SweepCommon {
+        train: common.train,
+        log: any_log.then(|| log.then(&common.log, &matches)),
+    })
 }
 
 #[cfg(test)]

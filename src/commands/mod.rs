@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::backend::{self, BackendError, BackendKind, ReadyDevice, WgpuApi};
 use crate::checkpoint::CheckpointError;
 use crate::claims::ClaimError;
-use crate::cli::{Cli, Command, Contradiction, DeviceArgs, SweepFlagsError};
+use crate::cli::{Cli, Command, Contradiction, DeviceArgs, SweepFlagsError, sweep_common};
 use crate::data::DataError;
 use crate::interop::InteropError;
 use crate::logging::{self, LogError};
@@ -143,7 +143,7 @@ impl Interrupts {
                         std::process::exit(130);
                     }
                     eprintln!(
-                        "interrupt: stopping after this batch and saving a checkpoint (again to quit at once)"
+                        "interrupt: stopping (a run saves a checkpoint after this batch; again to quit at once)"
                     );
                 });
                 if let Err(e) = installed {
@@ -158,19 +158,45 @@ impl Interrupts {
     pub fn requested(&self) -> bool {
         self.0.load(Ordering::SeqCst) > 0
     }
+
+    /// Waits `duration`, or less when a stop is asked for meanwhile (noticed within 50 ms);
+    /// returns whether one was.
+    pub fn wait(&self, duration: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + duration;
+        while !self.requested() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+        }
+        true
+    }
 }
 
 /// Runs `trainer` as parsed. Returns what to print on stdout.
 pub fn run(cli: Cli) -> Result<String, Error> {
+    let command = match cli.command {
+        Some(Command::Sweep(args)) => {
+            // The flags after `--` are checked before anything runs, and logging flags among
+            // them set up the logging as they would before `--`.
+            let common = sweep_common(&args.common, &cli.log)?;
+            let log = common.log.unwrap_or(cli.log);
+            logging::init_logging(&log.options())?;
+            return sweep::sweep(&args, &common.train, &log, &Interrupts::install());
+        }
+        other => other,
+    };
     logging::init_logging(&cli.log.options())?;
-    match cli.command {
-        None => train::train(&cli.train, &cli.log, &Interrupts::install(), None),
-        Some(Command::Train(args)) => train::train(&args, &cli.log, &Interrupts::install(), None),
+    let log = &cli.log;
+    match command {
+        None => train::train(&cli.train, log, &Interrupts::install(), None),
+        Some(Command::Train(args)) => train::train(&args, log, &Interrupts::install(), None),
         Some(Command::Evaluate(args)) => evaluate::evaluate(&args),
         Some(Command::Predict(args)) => predict::predict(&args),
-        Some(Command::Sweep(args)) => sweep::sweep(&args, &cli.log, &Interrupts::install()),
         Some(Command::Plot(args)) => plot::plot(&args),
         Some(Command::Export(args)) => export::export(&args),
+        Some(Command::Sweep(_)) => Ok(String::new()), // handled above
     }
 }
 

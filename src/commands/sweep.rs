@@ -10,27 +10,33 @@ use tracing::{info, warn};
 use super::{Error, Interrupts, train::train};
 use crate::checkpoint;
 use crate::claims::{Claim, Claims, worker_name};
-use crate::cli::{LogArgs, SweepArgs, sweep_common};
+use crate::cli::{LogArgs, SweepArgs, TrainArgs};
 use crate::plot;
 use crate::report::{ReportError, RunDir};
 use crate::sweep::{self, Point, Row, SweepRecord};
 
-/// Runs (or resumes, or joins) the sweep `args` describe; returns its Markdown table.
+/// Runs (or resumes, or joins) the sweep `args` describe, `common` being the training flags
+/// after `--`; returns its Markdown table. Ctrl-C or SIGTERM stops it within a second wherever
+/// it is (training, claiming, waiting for other workers, rebuilding the tables): a claim it
+/// holds is released, so the next worker resumes that point at once.
 pub(super) fn sweep(
     args: &SweepArgs,
+    common: &TrainArgs,
     log: &LogArgs,
     interrupts: &Interrupts,
 ) -> Result<String, Error> {
     let claims = Claims::new(&args.out, worker_name(), args.stale_after);
     let max_failures = args.max_failures as usize;
+    let stopped = || Error::SweepInterrupted(args.out.clone());
     if args.report {
         if !record_path(&args.out).is_file() {
             return Err(Error::NotASweep(args.out.clone()));
         }
         let record = read_record(&args.out)?;
-        return report(&args.out, &record.points, &claims, max_failures).map(|(table, _)| table);
+        return report(&args.out, &record.points, &claims, max_failures, interrupts)?
+            .map(|(table, _)| table)
+            .ok_or_else(stopped);
     }
-    let common = sweep_common(&args.common)?;
     let asked = SweepRecord {
         trainer_version: env!("CARGO_PKG_VERSION").into(),
         points: args.grid.points(),
@@ -58,6 +64,9 @@ pub(super) fn sweep(
         // Points neither complete nor given up, and whether this pass ran any of them.
         let (mut left, mut ran) = (0, false);
         for &(n, point) in &mine {
+            if interrupts.requested() {
+                return Err(stopped());
+            }
             let label = point.label();
             let dir = sweep::run_path(&args.out, point);
             // Complete, not only tested: a worker killed while plotting leaves it to the next.
@@ -68,12 +77,16 @@ pub(super) fn sweep(
             let Some(claim) = claims.try_claim(&label)? else {
                 continue;
             };
+            if interrupts.requested() {
+                claim.release();
+                return Err(stopped());
+            }
             info!(run = %label, number = n + 1, of = points.len(), worker = claims.worker(), "sweep");
-            match run_point(point, &dir, &common, log, interrupts, &claim) {
+            match run_point(point, &dir, common, log, interrupts, &claim) {
                 Ok(()) => {}
                 Err(Error::Interrupted(_)) => {
                     claim.release();
-                    return Err(Error::SweepInterrupted(args.out.clone()));
+                    return Err(stopped());
                 }
                 Err(Error::Report(ReportError::Busy(_))) => {
                     // A process this machine's lock still knows holds the run (one that was
@@ -93,17 +106,20 @@ pub(super) fn sweep(
             }
             ran = true;
             claim.release();
-            report(&args.out, points, &claims, max_failures)?;
+            if report(&args.out, points, &claims, max_failures, interrupts)?.is_none() {
+                return Err(stopped());
+            }
         }
         if left == 0 {
             break;
         }
-        if !ran {
-            // Other workers hold the rest: wait for them to finish or to fall silent.
-            std::thread::sleep(claims.interval());
+        // Other workers hold the rest: wait for them to finish or to fall silent.
+        if !ran && interrupts.wait(claims.poll()) {
+            return Err(stopped());
         }
     }
-    let (table, failed) = report(&args.out, points, &claims, max_failures)?;
+    let (table, failed) =
+        report(&args.out, points, &claims, max_failures, interrupts)?.ok_or_else(stopped)?;
     if failed > 0 {
         return Err(Error::PointsFailed(failed, args.out.clone()));
     }
@@ -114,7 +130,7 @@ pub(super) fn sweep(
 fn run_point(
     point: &Point,
     dir: &Path,
-    common: &crate::cli::TrainArgs,
+    common: &TrainArgs,
     log: &LogArgs,
     interrupts: &Interrupts,
     claim: &Claim,
@@ -189,16 +205,21 @@ fn state(out: &Path, points: &[Point], claims: &Claims, max: usize) -> Vec<(bool
 }
 
 /// Rebuilds `results.md`, `results.csv` and the curves from the run directories, each written
-/// atomically; returns the Markdown and how many points were given up. Workers rebuild
-/// concurrently, so after writing it looks again and rebuilds if a point finished meanwhile:
-/// the last tables written are always those of every point finished before them.
+/// atomically; returns the Markdown and how many points were given up, or `None` when a stop
+/// was asked for. Workers rebuild concurrently, so after writing it looks again and rebuilds
+/// if a point finished meanwhile: the last tables written are always those of every point
+/// finished before them.
 fn report(
     out: &Path,
     points: &[Point],
     claims: &Claims,
     max: usize,
-) -> Result<(String, usize), Error> {
+    interrupts: &Interrupts,
+) -> Result<Option<(String, usize)>, Error> {
     loop {
+        if interrupts.requested() {
+            return Ok(None);
+        }
         let seen = state(out, points, claims, max);
         let mut rows = Vec::new();
         let mut failed = Vec::new();
@@ -224,7 +245,7 @@ fn report(
             plot::sweep_curves(&curves, &out.join("validation_curves"))?;
         }
         if state(out, points, claims, max) == seen {
-            return Ok((markdown, failed.len()));
+            return Ok(Some((markdown, failed.len())));
         }
     }
 }
