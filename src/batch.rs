@@ -5,8 +5,8 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::backend::read::{ReadError, read_floats, read_ints};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
-use crate::metrics::{ReadError, read_floats, read_ints};
 use crate::rng::random_bits;
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.

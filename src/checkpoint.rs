@@ -4,146 +4,25 @@
 //! for the model and for the optimizer state), and a CRC-32 of everything before it, so a
 //! truncated or corrupted file is reported as such instead of half-loaded.
 //!
-//! Every write goes to a temporary file in the same directory, is flushed to disk, then renamed
-//! over the target: a crash, a full disk or a second Ctrl-C mid-write leaves the previous file
-//! intact, never a half-written one under the real name.
+//! Both are written atomically (see [`crate::files::atomic_write`]): a crash, a full disk or a
+//! second Ctrl-C mid-write leaves the previous file intact.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
+use crate::files::{FileError, atomic_write_bytes, corrupt, io_err};
 use crate::model::{Architecture, Model};
 use crate::recipe::{TrainConfig, optimizer};
-use crate::session::{Progress, Session};
+use crate::session::{Session, TrainingRecord};
 
 const MODEL_MAGIC: &[u8; 8] = b"TRNRMDL1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TRNRCKP1";
-
-/// What can go wrong reading or writing a model file or checkpoint. Each names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    /// The file system refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The bytes are not a file of the expected kind, or are damaged.
-    #[error("{path}: {problem}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-/// The I/O error of `path`, as a [`CheckpointError`].
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// `path` is damaged or of the wrong kind, for `problem`.
-pub(crate) fn corrupt(path: &Path, problem: impl Into<String>) -> CheckpointError {
-    CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        problem: problem.into(),
-    }
-}
-
-/// Writes `path` atomically: the bytes `write` produces go to a temporary file beside it, which
-/// is synced and renamed over `path` only when complete. On any error the temporary file is
-/// removed and `path` keeps its previous content.
-pub fn atomic_write(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<(), CheckpointError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    // The host, the process id and a per-process nonce: writers on different machines
-    // sharing a directory (a sweep's workers) may have the same process id.
-    let prefix = format!(".{name}.tmp-");
-    remove_dead_temporaries(dir, &prefix);
-    let tmp = dir.join(format!(
-        "{prefix}{}-{}-{:08x}",
-        crate::host::file_name_part(),
-        std::process::id(),
-        nonce()
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        write(&mut file)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable (best effort: not every platform can open a directory).
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
-}
-
-/// Removes the temporary files (`{prefix}HOST-PID-NONCE`) in `dir` that processes of this
-/// machine left when they were killed mid-write; those of live processes, of other machines
-/// and of unknown form stay. Best effort.
-fn remove_dead_temporaries(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let host = crate::host::file_name_part();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
-            continue;
-        };
-        let mut parts = rest.rsplitn(3, '-');
-        let (_nonce, pid, writer) = (parts.next(), parts.next(), parts.next());
-        let pid = pid.and_then(|p| p.parse::<u32>().ok());
-        if let (Some(pid), Some(writer)) = (pid, writer)
-            && writer == host
-            && crate::host::has_ended(&crate::host::name(), pid)
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// A number drawn once per process, from the clock and an address, for temporary names.
-fn nonce() -> u32 {
-    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *NONCE.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let here = &nanos as *const u32 as usize as u32;
-        nanos ^ here.rotate_left(16)
-    })
-}
-
-/// Writes `bytes` to `path` atomically (see [`atomic_write`]).
-pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    atomic_write(path, |f| f.write_all(bytes))
-}
 
 /// Lays out a container: magic, header length, JSON header, section count, sections, CRC-32.
 fn encode(magic: &[u8; 8], header: &[u8], sections: &[&[u8]]) -> Vec<u8> {
@@ -296,7 +175,7 @@ fn read_container(reader: impl Read, accept: &[&[u8; 8]]) -> Result<Container, R
 }
 
 /// Opens and reads the container at `path`.
-fn read_container_file(path: &Path, accept: &[&[u8; 8]]) -> Result<Container, CheckpointError> {
+fn read_container_file(path: &Path, accept: &[&[u8; 8]]) -> Result<Container, FileError> {
     let file = File::open(path).map_err(io_err(path))?;
     read_container(BufReader::new(file), accept).map_err(|e| match e {
         ReadFail::Corrupt(problem) => corrupt(path, problem),
@@ -328,7 +207,7 @@ impl ModelHeader {
 
 /// The weights of the network inside `model` (the variant's own record, so an MLP file reads
 /// the same as before the CNN existed).
-fn model_bytes(model: &Model, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+fn model_bytes(model: &Model, path: &Path) -> Result<Vec<u8>, FileError> {
     let bytes = match model {
         Model::Mlp(m) => m.clone().into_record().into_bytes(),
         Model::Cnn(c) => c.clone().into_record().into_bytes(),
@@ -342,7 +221,7 @@ fn load_weights(
     weights: Vec<u8>,
     device: &Device,
     path: &Path,
-) -> Result<Model, CheckpointError> {
+) -> Result<Model, FileError> {
     // A header may describe a network far larger than its weights; check before building it.
     let needed = header
         .architecture
@@ -375,7 +254,7 @@ fn load_weights(
 }
 
 /// Saves `model` (architecture and weights) to `path`, atomically.
-pub fn save_model(model: &Model, path: &Path) -> Result<(), CheckpointError> {
+pub fn save_model(model: &Model, path: &Path) -> Result<(), FileError> {
     let header =
         serde_json::to_vec(&ModelHeader::of(model)).map_err(|e| corrupt(path, e.to_string()))?;
     let weights = model_bytes(model, path)?;
@@ -384,7 +263,7 @@ pub fn save_model(model: &Model, path: &Path) -> Result<(), CheckpointError> {
 
 /// Loads a model file onto `device` (any backend: the weights are backend-neutral). A
 /// checkpoint is accepted too, for the model it holds.
-pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelHeader), CheckpointError> {
+pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelHeader), FileError> {
     #[derive(Deserialize)]
     struct CheckpointHeader {
         model: ModelHeader,
@@ -409,15 +288,15 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelHeader), 
 
 /// Writes the state of a training session to `path`, atomically: model, optimizer state and
 /// progress (history, best epochs, a partly done epoch).
-pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), CheckpointError> {
+pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), FileError> {
     #[derive(Serialize)]
     struct Header<'a> {
         model: ModelHeader,
-        progress: &'a Progress,
+        progress: &'a TrainingRecord,
     }
     let header = serde_json::to_vec(&Header {
         model: ModelHeader::of(&session.model),
-        progress: &session.progress,
+        progress: &session.record,
     })
     .map_err(|e| corrupt(path, e.to_string()))?;
     let weights = model_bytes(&session.model, path)?;
@@ -440,11 +319,11 @@ pub fn load_checkpoint(
     path: &Path,
     config: &TrainConfig,
     device: &Device,
-) -> Result<Session, CheckpointError> {
+) -> Result<Session, FileError> {
     #[derive(Deserialize)]
     struct Header {
         model: ModelHeader,
-        progress: Progress,
+        progress: TrainingRecord,
     }
     let file = read_container_file(path, &[CHECKPOINT_MAGIC])?;
     let header: Header =
@@ -459,7 +338,7 @@ pub fn load_checkpoint(
     Ok(Session {
         model,
         optimizer,
-        progress: header.progress,
+        record: header.progress,
     })
 }
 
@@ -595,57 +474,5 @@ mod tests {
             let b = loaded.forward(x).into_data();
             assert_eq!(a, b);
         }
-    }
-
-    #[test]
-    fn failed_write_leaves_the_previous_file_intact() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("checkpoint.ckpt");
-        atomic_write_bytes(&path, b"good").unwrap();
-        let err = atomic_write(&path, |f| {
-            f.write_all(b"half")?;
-            Err(std::io::Error::other("disk full"))
-        })
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("checkpoint.ckpt") && err.to_string().contains("disk full")
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), b"good");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
-    }
-
-    /// The next write of a file removes the temporaries of it that killed processes of this
-    /// machine left, and nothing else: not those of live processes, of other machines, of
-    /// other files.
-    #[test]
-    fn a_write_removes_the_temporaries_of_dead_writers_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let host = crate::host::file_name_part();
-        let me = std::process::id();
-        let names = [
-            format!(".m.onnx.tmp-{host}-{dead}-0000abcd"),
-            format!(".m.onnx.tmp-{host}-{me}-0000abcd"),
-            format!(".m.onnx.tmp-elsewhere-{dead}-0000abcd"),
-            format!(".other.onnx.tmp-{host}-{dead}-0000abcd"),
-            format!(".m.onnx.tmp-{dead}-0000abcd"),
-        ];
-        for name in &names {
-            std::fs::write(dir.path().join(name), b"half").unwrap();
-        }
-        atomic_write_bytes(&dir.path().join("m.onnx"), b"whole").unwrap();
-        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let expected: std::collections::BTreeSet<String> = names[1..]
-            .iter()
-            .cloned()
-            .chain(["m.onnx".to_string()])
-            .collect();
-        assert_eq!(left, expected);
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use flate2::read::GzDecoder;
 
+use crate::files::{self, FileError};
+
 /// Side length of an MNIST image in pixels.
 pub const IMAGE_SIDE: usize = 28;
 /// Pixels in one MNIST image (28 × 28).
@@ -62,14 +64,10 @@ pub enum DataError {
         /// The file name looked for.
         name: String,
     },
-    /// The file could not be read or decompressed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error (for a corrupt gzip stream, flate2's description of it).
-        source: std::io::Error,
-    },
+    /// The file could not be read or decompressed (for a corrupt gzip stream, flate2's
+    /// description of it).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The file's bytes are not a valid IDX file of the expected kind.
     #[error("{path}: {problem}")]
     Format {
@@ -244,10 +242,7 @@ fn read_idx(reader: &mut impl Read) -> Result<Idx, IdxRead> {
 
 /// Reads the IDX file at `path`, decompressing it when it starts with the gzip magic.
 fn read_idx_path(path: &Path) -> Result<Idx, DataError> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| DataError::File(files::io_err(path)(source));
     let format = |problem| DataError::Format {
         path: path.to_path_buf(),
         problem,

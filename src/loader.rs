@@ -12,7 +12,6 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Shift, make_batch};
 use crate::data::{IMAGE_PIXELS, Split};
@@ -42,6 +41,22 @@ pub enum Assembler {
 }
 
 impl Assembler {
+    /// Where `split`'s batches for `device` are put together: resident on a wgpu device
+    /// (uploaded here, once) unless `gather` says host; on the host otherwise.
+    pub fn of(split: &Split, device: &Device, gather: GatherMethod) -> Self {
+        let host = || Self::Host {
+            split: split.clone(),
+            device: device.clone(),
+        };
+        if gather == GatherMethod::Host || split.is_empty() {
+            return host();
+        }
+        match Resident::upload(split, device, gather) {
+            Ok(resident) => Self::Resident(Arc::new(resident), None),
+            Err(GatherError::NotWgpu) => host(),
+        }
+    }
+
     /// The batch of images `indices`, padded to `batch_size` rows.
     pub fn batch(&self, indices: &[u32], batch_size: usize) -> Batch {
         match self {
@@ -244,46 +259,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panicked".into())
-}
-
-/// How batches reach the device, and what takes the training steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Feed {
-    /// Batches the loader thread prepares ahead of the step (host gathering only).
-    pub prefetch: usize,
-    /// How a wgpu device gets its batches; CPU backends always gather on the host.
-    pub gather: GatherMethod,
-    /// The training step on a wgpu device (CPU backends always take burn's generic step).
-    pub step: StepMethod,
-}
-
-/// What takes a training step on a wgpu device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepMethod {
-    /// The whole step, and evaluation, in a few hand-written WGSL kernels (the MLP's step in 3, the CNN's in 13) where it applies (--gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
-    #[default]
-    Fused,
-    /// burn's autodiff and Adam on the fused wgpu backend: the reference the fused step is tested against
-    Generic,
-}
-
-impl Feed {
-    /// Where `split`'s batches for `device` are put together: resident on a wgpu device
-    /// (uploaded here, once) unless the feed says host; on the host otherwise.
-    pub fn assembler(&self, split: &Split, device: &Device) -> Assembler {
-        let host = || Assembler::Host {
-            split: split.clone(),
-            device: device.clone(),
-        };
-        if self.gather == GatherMethod::Host || split.is_empty() {
-            return host();
-        }
-        match Resident::upload(split, device, self.gather) {
-            Ok(resident) => Assembler::Resident(Arc::new(resident), None),
-            Err(GatherError::NotWgpu) => host(),
-        }
-    }
 }
 
 #[cfg(test)]

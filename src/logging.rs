@@ -160,3 +160,78 @@ impl Write for BarAwareStderr {
 pub fn bar_allowed(options: &LogOptions) -> bool {
     std::io::stderr().is_terminal() && !options.quiet && options.format == LogFormat::Text
 }
+
+/// The progress bar of a run's training steps on stderr: the epoch, its steps, the running
+/// loss, accuracy and images/s, and an ETA. Drawn only where [`bar_allowed`]; the running
+/// sums are read (a device sync) a few times a second at most.
+pub struct StepBar {
+    bar: Option<ProgressBar>,
+    show: bool,
+    batch_size: usize,
+    last_update: std::time::Instant,
+}
+
+impl StepBar {
+    /// A bar for steps of `batch_size` images, shown if `show`.
+    pub fn new(show: bool, batch_size: usize) -> Self {
+        Self {
+            bar: None,
+            show,
+            batch_size,
+            last_update: std::time::Instant::now(),
+        }
+    }
+
+    /// Step `step` of `steps` of `epoch` is done; `sums` are the epoch's running sums.
+    pub fn step(
+        &mut self,
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        sums: &dyn crate::metrics::RunningSums,
+    ) {
+        if !self.show {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(steps as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            set_progress_bar(Some(bar.clone()));
+            bar
+        });
+        bar.set_prefix(epoch.to_string());
+        bar.set_position(step as u64);
+        // Reading the running loss syncs the device: a few times a second at most.
+        if self.last_update.elapsed() > std::time::Duration::from_millis(250) {
+            self.last_update = std::time::Instant::now();
+            if let Ok(m) = sums.metrics() {
+                let rate = bar.per_sec() * self.batch_size as f64;
+                bar.set_message(format!(
+                    "loss {:.4}  acc {:.4}  {:.0} images/s",
+                    m.loss, m.accuracy, rate
+                ));
+            }
+        }
+    }
+
+    /// The epoch ended: the bar goes (the epoch's log line follows).
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            set_progress_bar(None);
+        }
+    }
+
+    /// Training stopped inside an epoch: the bar stays where it was.
+    pub fn abandon(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+            set_progress_bar(None);
+        }
+    }
+}

@@ -1,9 +1,10 @@
-//! The `trainer` binary: parses flags, runs, turns any error into one line and an exit code.
+//! The `trainer` binary: resolves the flags into a plan, runs it, turns any error into one
+//! line and an exit code.
 
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use trainer::cli::{Cli, parse};
+use trainer::cli::{Cli, ResolveError, resolve};
 use trainer::commands::{one_line, run};
 
 fn main() -> ExitCode {
@@ -19,12 +20,20 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (please report): {info}");
     }));
+    // For the run's record of its starts (a name that is not UTF-8 is kept lossily).
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let matches = Cli::command().get_matches();
-    let cli = match parse(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
+    let invocation = match resolve(&matches, &argv) {
+        Ok(invocation) => invocation,
+        Err(ResolveError::Clap(e)) => e.exit(),
+        Err(e @ ResolveError::SweepFlags(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match run(cli) {
+    match run(invocation) {
         Ok(out) => {
             use std::io::Write;
             // A reader that stopped early (`| head`) is no error of ours; the output's end is

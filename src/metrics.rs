@@ -6,6 +6,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::backend::read::ReadError;
+use crate::backend::read::read_floats;
 use crate::data::NUM_CLASSES;
 
 /// Sum over the batch of `weight × cross-entropy(softmax(logits), label)`, shape `[1]`.
@@ -53,39 +55,6 @@ pub struct Metrics {
     pub accuracy: f64,
     /// Number of images.
     pub count: usize,
-}
-
-/// Why metrics could not be read back from the device.
-#[derive(Debug, thiserror::Error)]
-#[error("reading results back from the device: {0}")]
-pub struct ReadError(String);
-
-impl ReadError {
-    /// A read-back failure described by `why`.
-    pub fn new(why: impl Into<String>) -> Self {
-        Self(why.into())
-    }
-}
-
-/// A float tensor's values, read back to the host (one device sync). A failure of the work
-/// that computed them (a GPU out of memory, say) is reported here.
-pub fn read_floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ReadError> {
-    tensor
-        .try_into_data()
-        .map_err(|e| ReadError(format!("{e}")))?
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| ReadError(format!("{e:?}")))
-}
-
-/// An integer tensor's values, read back to the host (one device sync).
-pub fn read_ints<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>, ReadError> {
-    tensor
-        .try_into_data()
-        .map_err(|e| ReadError(format!("{e}")))?
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| ReadError(format!("{e:?}")))
 }
 
 /// Sums of per-batch loss and hit counts, kept on the device so the training loop never waits
@@ -146,7 +115,10 @@ impl RunningSums for Accumulator {
         let values = read_floats(sums.clone())?;
         match values[..] {
             [loss, correct] => Ok(([loss, correct], self.count)),
-            _ => Err(ReadError(format!("expected 2 sums, got {}", values.len()))),
+            _ => Err(ReadError::new(format!(
+                "expected 2 sums, got {}",
+                values.len()
+            ))),
         }
     }
 }

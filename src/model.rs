@@ -31,36 +31,92 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// How many parameters the network has with these hidden widths (the MLP's; the CNN has
-    /// none to choose), saturating rather than overflowing on absurd widths: a model file's
-    /// header is checked against its weights with it before anything is built.
-    pub fn parameter_count(self, hidden: &[usize]) -> u64 {
-        let dense = |widths: &[u64]| {
-            widths.windows(2).fold(0u64, |acc, w| {
-                acc.saturating_add(w[0].saturating_add(1).saturating_mul(w[1]))
-            })
+    /// The layers with weights of the network with these hidden widths (the MLP's; the CNN
+    /// has none to choose), in forward order: plain numbers, whatever the widths.
+    pub fn layer_shapes(self, hidden: &[usize]) -> Vec<LayerShape> {
+        let dense = |widths: &[usize]| {
+            widths
+                .windows(2)
+                .map(|w| LayerShape {
+                    conv: false,
+                    inputs: w[0],
+                    outputs: w[1],
+                })
+                .collect::<Vec<_>>()
         };
         match self {
             Self::Mlp => {
-                let widths: Vec<u64> = std::iter::once(IMAGE_PIXELS)
+                let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
                     .chain(hidden.iter().copied())
                     .chain(std::iter::once(NUM_CLASSES))
-                    .map(|w| w as u64)
                     .collect();
                 dense(&widths)
             }
             Self::Cnn => {
-                let mut count = 0u64;
-                let mut channels = 1u64;
-                for out in CNN_CHANNELS.map(|c| c as u64) {
-                    count += (channels * 9 + 1) * out;
-                    channels = out;
+                let mut layers = Vec::new();
+                let mut channels = 1;
+                for outputs in CNN_CHANNELS {
+                    layers.push(LayerShape {
+                        conv: true,
+                        inputs: channels,
+                        outputs,
+                    });
+                    channels = outputs;
                 }
-                let side = (IMAGE_SIDE >> CNN_CHANNELS.len()) as u64;
-                count + dense(&[channels * side * side, CNN_DENSE as u64, NUM_CLASSES as u64])
+                let side = IMAGE_SIDE >> CNN_CHANNELS.len();
+                layers.extend(dense(&[channels * side * side, CNN_DENSE, NUM_CLASSES]));
+                layers
             }
         }
     }
+
+    /// How many parameters the network has with these hidden widths, saturating rather than
+    /// overflowing on absurd widths: a model file's header is checked against its weights with
+    /// it before anything is built.
+    pub fn parameter_count(self, hidden: &[usize]) -> u64 {
+        self.layer_shapes(hidden)
+            .iter()
+            .fold(0u64, |acc, l| acc.saturating_add(l.parameters()))
+    }
+}
+
+/// A layer with weights: a dense layer from `inputs` to `outputs` units, or a 3×3
+/// convolution from `inputs` to `outputs` channels; each output has a bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// A 3×3 convolution (else a dense layer).
+    pub conv: bool,
+    /// Input units or channels.
+    pub inputs: usize,
+    /// Output units or channels.
+    pub outputs: usize,
+}
+
+impl LayerShape {
+    /// Weights and biases, saturating.
+    pub fn parameters(&self) -> u64 {
+        let kernel = if self.conv { 9 } else { 1 };
+        (self.inputs as u64)
+            .saturating_mul(kernel)
+            .saturating_add(1)
+            .saturating_mul(self.outputs as u64)
+    }
+}
+
+/// A layer of a built network, in forward order: what other tools' layouts are made from.
+pub enum Layer<'a> {
+    /// A dense layer (burn's weight is `[inputs, outputs]`).
+    Dense(&'a Linear),
+    /// A 3×3 convolution (weight `[outputs, inputs, 3, 3]`).
+    Conv(&'a Conv2d),
+}
+
+/// A layer of a built network, to set its weights.
+pub enum LayerMut<'a> {
+    /// A dense layer.
+    Dense(&'a mut Linear),
+    /// A 3×3 convolution.
+    Conv(&'a mut Conv2d),
 }
 
 impl std::fmt::Display for Architecture {
@@ -134,16 +190,43 @@ impl Model {
 
     /// Every parameter tensor as plain numbers, in the module's order: for comparing models
     /// exactly, whatever backend they live on.
-    pub fn parameters(&self) -> Result<Vec<Vec<f32>>, crate::metrics::ReadError> {
-        struct Collect(Vec<Result<Vec<f32>, crate::metrics::ReadError>>);
+    pub fn parameters(&self) -> Result<Vec<Vec<f32>>, crate::backend::read::ReadError> {
+        struct Collect(Vec<Result<Vec<f32>, crate::backend::read::ReadError>>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.push(crate::metrics::read_floats(param.val()));
+                self.0.push(crate::backend::read::read_floats(param.val()));
             }
         }
         let mut collect = Collect(Vec::new());
         self.visit(&mut collect);
         collect.0.into_iter().collect()
+    }
+
+    /// The layers with weights, in forward order.
+    pub fn layers(&self) -> Vec<Layer<'_>> {
+        match self {
+            Self::Mlp(m) => m.layers.iter().map(Layer::Dense).collect(),
+            Self::Cnn(c) => c
+                .convs
+                .iter()
+                .map(Layer::Conv)
+                .chain([Layer::Dense(&c.dense), Layer::Dense(&c.output)])
+                .collect(),
+        }
+    }
+
+    /// The layers with weights, in forward order, to set them.
+    pub fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
+        match self {
+            Self::Mlp(m) => m.layers.iter_mut().map(LayerMut::Dense).collect(),
+            Self::Cnn(c) => {
+                let mut layers: Vec<LayerMut<'_>> =
+                    c.convs.iter_mut().map(LayerMut::Conv).collect();
+                layers.push(LayerMut::Dense(&mut c.dense));
+                layers.push(LayerMut::Dense(&mut c.output));
+                layers
+            }
+        }
     }
 
     /// The MLP's hidden widths (empty for the CNN).
@@ -156,207 +239,6 @@ impl Model {
             Self::Cnn(_) => Vec::new(),
         }
     }
-}
-
-/// One layer's parameters in PyTorch's layout and under the name of the PyTorch module the
-/// README defines for the network (`fc1`, `fc2`, … for the MLP; `conv1`–`conv3`, `fc1`, `fc2`
-/// for the CNN): a dense weight `[out, in]` (burn keeps `[in, out]`), a convolution weight
-/// `[out, in, 3, 3]`. The CNN's flatten before `fc1` is NCHW's, as PyTorch's `flatten(1)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TorchLayer {
-    /// The module's name (`fc1`, `conv2`, …).
-    pub name: String,
-    /// The weight's shape in PyTorch's layout.
-    pub weight_shape: Vec<usize>,
-    /// The weight, row-major in that shape.
-    pub weight: Vec<f32>,
-    /// The bias, one per output.
-    pub bias: Vec<f32>,
-}
-
-impl TorchLayer {
-    /// Whether this is a 3×3 convolution (its weight has four dimensions).
-    pub fn is_conv(&self) -> bool {
-        self.weight_shape.len() == 4
-    }
-}
-
-/// The layers of `architecture` as PyTorch names them, with their weight shapes in PyTorch's
-/// layout: what a file in that layout must hold.
-pub fn torch_shapes(architecture: Architecture, hidden: &[usize]) -> Vec<(String, Vec<usize>)> {
-    let dense = |first: usize, widths: &[usize]| {
-        widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| (format!("fc{}", first + i), vec![w[1], w[0]]))
-            .collect::<Vec<_>>()
-    };
-    match architecture {
-        Architecture::Mlp => {
-            let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
-                .chain(hidden.iter().copied())
-                .chain(std::iter::once(NUM_CLASSES))
-                .collect();
-            dense(1, &widths)
-        }
-        Architecture::Cnn => {
-            let mut layers = Vec::new();
-            let mut channels = 1;
-            for (i, out) in CNN_CHANNELS.into_iter().enumerate() {
-                layers.push((format!("conv{}", i + 1), vec![out, channels, 3, 3]));
-                channels = out;
-            }
-            let side = IMAGE_SIDE >> CNN_CHANNELS.len();
-            layers.extend(dense(1, &[channels * side * side, CNN_DENSE, NUM_CLASSES]));
-            layers
-        }
-    }
-}
-
-/// Why weights in PyTorch's layout do not make a network.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TorchLayoutError {
-    /// The layers' names or shapes are not those of the architecture.
-    #[error(
-        "{layer}: expected a weight of shape {expected:?} and {outputs} biases, got {got:?} and {biases}"
-    )]
-    Shape {
-        /// The layer.
-        layer: String,
-        /// The shape the architecture needs.
-        expected: Vec<usize>,
-        /// The shape given.
-        got: Vec<usize>,
-        /// The biases the architecture needs.
-        outputs: usize,
-        /// The biases given.
-        biases: usize,
-    },
-    /// A different number of layers, or layers under other names.
-    #[error("expected the layers {expected:?}, got {got:?}")]
-    Layers {
-        /// The layers the architecture has.
-        expected: Vec<String>,
-        /// The layers given.
-        got: Vec<String>,
-    },
-    /// The widths make no network.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
-impl Model {
-    /// The network's parameters in PyTorch's layout, layer by layer (see [`TorchLayer`]).
-    pub fn torch_layers(&self) -> Result<Vec<TorchLayer>, crate::metrics::ReadError> {
-        let dense = |l: &Linear| -> Result<(Vec<f32>, Vec<f32>), crate::metrics::ReadError> {
-            let weight = crate::metrics::read_floats(l.weight.val().transpose())?;
-            let bias = match &l.bias {
-                Some(b) => crate::metrics::read_floats(b.val())?,
-                None => vec![0.0; l.weight.dims()[1]],
-            };
-            Ok((weight, bias))
-        };
-        let conv = |c: &Conv2d| -> Result<(Vec<f32>, Vec<f32>), crate::metrics::ReadError> {
-            let weight = crate::metrics::read_floats(c.weight.val())?;
-            let bias = match &c.bias {
-                Some(b) => crate::metrics::read_floats(b.val())?,
-                None => vec![0.0; c.weight.dims()[0]],
-            };
-            Ok((weight, bias))
-        };
-        let values = match self {
-            Self::Mlp(m) => m.layers.iter().map(dense).collect::<Result<Vec<_>, _>>()?,
-            Self::Cnn(c) => {
-                let mut v = c.convs.iter().map(conv).collect::<Result<Vec<_>, _>>()?;
-                v.push(dense(&c.dense)?);
-                v.push(dense(&c.output)?);
-                v
-            }
-        };
-        Ok(torch_shapes(self.architecture(), &self.hidden())
-            .into_iter()
-            .zip(values)
-            .map(|((name, weight_shape), (weight, bias))| TorchLayer {
-                name,
-                weight_shape,
-                weight,
-                bias,
-            })
-            .collect())
-    }
-
-    /// Builds `architecture` on `device` with the weights `layers` give in PyTorch's layout;
-    /// the layers must be exactly those of [`torch_shapes`], in that order.
-    pub fn from_torch_layers(
-        architecture: Architecture,
-        hidden: &[usize],
-        layers: Vec<TorchLayer>,
-        device: &Device,
-    ) -> Result<Self, TorchLayoutError> {
-        let expected = torch_shapes(architecture, hidden);
-        if expected.len() != layers.len()
-            || expected.iter().zip(&layers).any(|((n, _), l)| *n != l.name)
-        {
-            return Err(TorchLayoutError::Layers {
-                expected: expected.into_iter().map(|(n, _)| n).collect(),
-                got: layers.into_iter().map(|l| l.name).collect(),
-            });
-        }
-        for ((name, shape), layer) in expected.iter().zip(&layers) {
-            // Shapes first: a described width may be absurd, the file's own shape is not.
-            if layer.weight_shape != *shape
-                || layer.weight.len() != shape.iter().product::<usize>()
-                || layer.bias.len() != shape[0]
-            {
-                return Err(TorchLayoutError::Shape {
-                    layer: name.clone(),
-                    expected: shape.clone(),
-                    got: layer.weight_shape.clone(),
-                    outputs: shape[0],
-                    biases: layer.bias.len(),
-                });
-            }
-        }
-        let mut model = Model::new(architecture, hidden, 0, device)?;
-        let mut layers = layers.into_iter();
-        match &mut model {
-            Self::Mlp(m) => {
-                for (linear, layer) in m.layers.iter_mut().zip(layers) {
-                    set_dense(linear, layer, device);
-                }
-            }
-            Self::Cnn(c) => {
-                for (conv, layer) in c.convs.iter_mut().zip(layers.by_ref()) {
-                    let shape: [usize; 4] = [0, 1, 2, 3].map(|i| layer.weight_shape[i]);
-                    conv.weight = Param::from_data(TensorData::new(layer.weight, shape), device);
-                    conv.bias = Some(Param::from_data(
-                        TensorData::new(layer.bias, [shape[0]]),
-                        device,
-                    ));
-                }
-                for (linear, layer) in [&mut c.dense, &mut c.output].into_iter().zip(layers) {
-                    set_dense(linear, layer, device);
-                }
-            }
-        }
-        Ok(model)
-    }
-}
-
-/// Sets a burn `Linear` (weight `[in, out]`) from a PyTorch-layout layer (`[out, in]`).
-fn set_dense(linear: &mut Linear, layer: TorchLayer, device: &Device) {
-    let (outputs, inputs) = (layer.weight_shape[0], layer.weight_shape[1]);
-    let mut weight = vec![0f32; outputs * inputs];
-    for o in 0..outputs {
-        for i in 0..inputs {
-            weight[i * outputs + o] = layer.weight[o * inputs + i];
-        }
-    }
-    linear.weight = Param::from_data(TensorData::new(weight, [inputs, outputs]), device);
-    linear.bias = Some(Param::from_data(
-        TensorData::new(layer.bias, [outputs]),
-        device,
-    ));
 }
 
 /// A multi-layer perceptron over flattened 28 × 28 images: ReLU hidden layers, then a linear

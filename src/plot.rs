@@ -10,8 +10,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::checkpoint::{CheckpointError, atomic_write, atomic_write_bytes};
 use crate::data::NUM_CLASSES;
+use crate::files::{FileError, atomic_write, atomic_write_bytes};
 use crate::metrics::Confusion;
 use crate::session::EpochRecord;
 
@@ -28,7 +28,7 @@ pub enum PlotError {
     },
     /// Writing failed.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    Write(#[from] FileError),
 }
 
 const FONT: &str = "sans-serif";

@@ -1,6 +1,8 @@
 //! The recipe: everything that decides what is trained and how (network, optimizer, rates,
 //! regularisation, data split, seed), its defaults, and the optimizer it makes.
 
+use std::collections::BTreeSet;
+
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +148,55 @@ fn flag_value(value: &serde_json::Value) -> String {
 }
 
 impl TrainConfig {
+    /// This recipe for the network `model` with the hidden widths `hidden`: the fields whose
+    /// defaults depend on the network (epochs, the learning-rate schedule, the shifts) take
+    /// `model`'s defaults unless their flag is in `given`; the CNN has no hidden widths.
+    pub fn for_network(
+        &self,
+        model: Architecture,
+        hidden: &[usize],
+        given: &BTreeSet<String>,
+    ) -> Self {
+        let defaults = Self::defaults(model);
+        let kept = |flag: &str| given.contains(flag);
+        Self {
+            model,
+            hidden: match model {
+                Architecture::Mlp => hidden.to_vec(),
+                Architecture::Cnn => defaults.hidden,
+            },
+            epochs: if kept("--epochs") {
+                self.epochs
+            } else {
+                defaults.epochs
+            },
+            schedule: if kept("--lr-schedule") {
+                self.schedule
+            } else {
+                defaults.schedule
+            },
+            augment: if kept("--augment") {
+                self.augment
+            } else {
+                defaults.augment
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The first field, among those whose flag is in `given`, in which `asked` differs from
+    /// `self` (the recorded recipe): a recipe flag that contradicts a run's recipe. `--epochs`
+    /// is never one (it extends a run).
+    pub fn contradiction(
+        &self,
+        asked: &TrainConfig,
+        given: &BTreeSet<String>,
+    ) -> Option<FieldDifference> {
+        self.differences(asked)
+            .into_iter()
+            .find(|d| d.flag != "--epochs" && given.contains(&d.flag))
+    }
+
     /// Every field in which `self` (recorded) and `asked` differ, in the order of the
     /// recipe's serialized names: found field by field through serde, so a new field needs
     /// nothing here.

@@ -50,7 +50,7 @@ pub struct PartialEpoch {
 /// Where training stands, apart from the tensors: what a checkpoint stores beside the model
 /// and optimizer state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub struct TrainingRecord {
     /// Completed epochs, in order.
     pub history: Vec<EpochRecord>,
     /// The epoch under way when the run was interrupted, if any.
@@ -77,7 +77,7 @@ pub(crate) struct Verdict {
     pub(crate) stop_early: Option<usize>,
 }
 
-impl Progress {
+impl TrainingRecord {
     /// Nothing trained yet.
     pub fn new() -> Self {
         Self {
@@ -122,20 +122,20 @@ impl Progress {
     }
 }
 
-impl Default for Progress {
+impl Default for TrainingRecord {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// A model being trained: weights (with autodiff), optimizer state and progress.
+/// A model being trained: weights (with autodiff), optimizer state and its training record.
 pub struct Session {
     /// The model, on the autodiff device.
     pub model: Model,
     /// Adam's state.
     pub optimizer: ModuleOptimizer,
     /// Where training stands.
-    pub progress: Progress,
+    pub record: TrainingRecord,
 }
 
 impl Session {
@@ -155,7 +155,7 @@ impl Session {
         Self {
             model,
             optimizer: optimizer(config),
-            progress: Progress::new(),
+            record: TrainingRecord::new(),
         }
     }
 }
@@ -183,7 +183,7 @@ mod tests {
     /// lowest loss, and the verdict names the epoch to go back to.
     #[test]
     fn early_stopping_waits_patience_epochs_after_the_lowest_loss() {
-        let mut p = Progress::new();
+        let mut p = TrainingRecord::new();
         let v = p.record_epoch(epoch(1, 0.5, 0.80), Some(2));
         assert_eq!((v.improved, v.best_loss, v.stop_early), (true, true, None));
         // Better accuracy, worse loss: a new best model, not a new best loss.
@@ -201,7 +201,7 @@ mod tests {
         );
         assert_eq!(p.epochs_done(), 3);
         // Without patience the loss is not tracked and nothing stops.
-        let mut p = Progress::new();
+        let mut p = TrainingRecord::new();
         for e in 1..=5 {
             let v = p.record_epoch(epoch(e, 0.5 + e as f64, 0.5), None);
             assert_eq!(v.stop_early, None);

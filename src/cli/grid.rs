@@ -2,7 +2,6 @@
 
 use clap::Args;
 
-use super::TrainArgs;
 use super::values::{parse_lr, parse_width};
 use crate::model::Architecture;
 use crate::sweep::Point;
@@ -45,21 +44,6 @@ pub struct GridArgs {
 /// One width list of `--hidden` (`30,10`), each width checked as `trainer train` checks it.
 fn parse_widths(s: &str) -> Result<Vec<usize>, String> {
     s.split(',').map(|w| parse_width(w.trim())).collect()
-}
-
-impl Point {
-    /// `common`'s training flags with this point's values for the grid's flags.
-    pub fn apply(&self, common: &TrainArgs) -> TrainArgs {
-        TrainArgs {
-            model: self.model,
-            hidden: self.hidden.clone(),
-            lr: self.lr,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            seed: self.seed,
-            ..common.clone()
-        }
-    }
 }
 
 impl GridArgs {

@@ -1,22 +1,26 @@
-//! The command line: clap's definitions of every command and flag, the checks clap cannot
-//! make, and the conversion of flags into the configs the commands run with. No command logic
-//! lives here (that is `commands`).
+//! The command line: clap's definitions of every command and flag ("low" arguments, here),
+//! and their resolution, once, into the [`crate::plan`] a command runs (`resolve`). No command
+//! logic lives here (that is `commands`), and no command looks at these types.
 
 mod grid;
+mod resolve;
 mod values;
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::backend::{BackendKind, DeviceRequest, WgpuApi};
+use crate::backend::{BackendKind, WgpuApi};
 use crate::data::default_data_dir;
 use crate::gpu::gather::GatherMethod;
-use crate::loader::{Feed, StepMethod};
 use crate::logging::{LogFormat, LogOptions};
 use crate::model::Architecture;
 use crate::recipe::{Schedule, TrainConfig};
+use crate::run::epochs::Keep;
+use crate::sweep::Shard;
+use crate::training::StepMethod;
 pub use grid::GridArgs;
+pub use resolve::{ResolveError, SweepFlagsError, resolve};
 use values::{
     parse_count, parse_duration, parse_fraction, parse_lr, parse_shard, parse_weight_decay,
     parse_width,
@@ -40,56 +44,6 @@ pub struct Cli {
     /// Logging flags, for every command.
     #[command(flatten)]
     pub log: LogArgs,
-}
-
-/// Parses the command line: refuses misplaced flags (see [`check_flag_placement`]) and notes
-/// which training flags were given (for `--resume`'s check of the recipe).
-pub fn parse(matches: &clap::ArgMatches) -> Result<Cli, clap::Error> {
-    check_flag_placement(matches)?;
-    let mut cli = Cli::from_arg_matches(matches)?;
-    match (&mut cli.command, matches.subcommand()) {
-        (Some(Command::Train(args)), Some((_, sub))) => args.given = given_flags(sub),
-        (None, _) => cli.train.given = given_flags(matches),
-        _ => {}
-    }
-    Ok(cli)
-}
-
-/// The ids of the training flags written in `matches`.
-fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
-    let training = TrainArgs::augment_args(clap::Command::new("train"));
-    training
-        .get_arguments()
-        .map(|arg| arg.get_id().as_str())
-        .filter(|id| {
-            matches.try_contains_id(id).unwrap_or(false)
-                && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        })
-        .map(String::from)
-        .collect()
-}
-
-/// Refuses training flags written before a subcommand (`trainer --epochs 3 plot DIR`): they
-/// would be silently ignored. Logging flags (`-v`, `-q`, `--log-*`) may go anywhere.
-pub fn check_flag_placement(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-    use clap::parser::ValueSource;
-    let Some((sub, _)) = matches.subcommand() else {
-        return Ok(());
-    };
-    let training = TrainArgs::augment_args(clap::Command::new("train"));
-    for arg in training.get_arguments() {
-        let id = arg.get_id().as_str();
-        if matches.value_source(id) == Some(ValueSource::CommandLine) {
-            let flag = arg
-                .get_long()
-                .map_or_else(|| id.to_string(), |l| format!("--{l}"));
-            return Err(Cli::command().error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!("{flag} before the subcommand would be ignored: write `trainer {sub} {flag} ...`"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The subcommands.
@@ -159,22 +113,6 @@ pub struct SweepArgs {
     pub common: Vec<String>,
 }
 
-/// `--shard K/N`: the K-th (from 1) of N shares of a sweep's points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    /// Which share, from 1.
-    pub k: usize,
-    /// How many shares.
-    pub n: usize,
-}
-
-impl Shard {
-    /// Whether the point at `index` (from 0, in the grid's order) is in this share.
-    pub fn has(&self, index: usize) -> bool {
-        index % self.n == self.k - 1
-    }
-}
-
 /// Which device to compute on.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
@@ -191,40 +129,12 @@ pub struct DeviceArgs {
     pub device: Option<usize>,
 }
 
-/// The CPU backend used when `--backend` is not given: flex, 2.5× faster than ndarray on
-/// the article's model with the same results (README, Performance).
-pub const DEFAULT_BACKEND: BackendKind = BackendKind::Flex;
-
-impl DeviceArgs {
-    /// The device asked for; `usual` is the backend when `--backend` is not given; `batched`
-    /// when the run takes the fused step (see [`DeviceRequest::batched`]).
-    pub fn request(&self, usual: BackendKind, batched: bool) -> DeviceRequest {
-        DeviceRequest {
-            backend: self.backend.unwrap_or(usual),
-            api: self.wgpu_api,
-            index: self.device,
-            batched,
-        }
-    }
-}
-
 /// Where the data is.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); scripts/fetch_mnist.py fills the default
     #[arg(long, env = "TRAINER_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
-}
-
-/// Which checkpoints a run keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Keep {
-    /// The latest checkpoint and the model with the best validation accuracy
-    Best,
-    /// The latest checkpoint only
-    Last,
-    /// A checkpoint after every epoch, and the best model
-    All,
 }
 
 /// `trainer train`.
@@ -336,22 +246,6 @@ pub struct TrainArgs {
     /// The training step on wgpu (CPU backends always take burn's generic step)
     #[arg(long, value_enum, default_value_t = StepMethod::Fused)]
     pub step: StepMethod,
-
-    /// The ids of the flags written on the command line (not defaults): with --resume, those
-    /// of the recipe must repeat the run's recorded values.
-    #[arg(skip)]
-    pub given: Vec<String>,
-}
-
-impl TrainArgs {
-    /// How batches reach the step, as the loader and device flags say.
-    pub fn feed(&self) -> Feed {
-        Feed {
-            prefetch: self.prefetch,
-            gather: self.gather,
-            step: self.step,
-        }
-    }
 }
 
 /// `trainer evaluate`.
@@ -450,236 +344,6 @@ impl LogArgs {
             file: self.log_file.clone(),
             verbose: self.verbose,
             quiet: self.quiet,
-        }
-    }
-}
-
-impl TrainArgs {
-    /// The training recipe these flags describe.
-    pub fn train_config(&self) -> TrainConfig {
-        let defaults = TrainConfig::defaults(self.model);
-        TrainConfig {
-            model: self.model,
-            // The CNN has no hidden widths to choose; the recipe says so rather than
-            // carrying the MLP's default.
-            hidden: match self.model {
-                Architecture::Mlp => self.hidden.clone(),
-                Architecture::Cnn => defaults.hidden,
-            },
-            epochs: self.epochs.map_or(defaults.epochs, |e| e as usize),
-            batch_size: self.batch_size as usize,
-            lr: self.lr,
-            schedule: self.lr_schedule.unwrap_or(defaults.schedule),
-            augment: self.augment.map_or(defaults.augment, |n| n as usize),
-            weight_decay: self.weight_decay,
-            dropout: self.dropout,
-            label_smoothing: self.label_smoothing,
-            seed: self.seed,
-            valid_size: self.valid_size,
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            patience: self.patience.map(|p| p as usize),
-            // Whole, so that the recorded file is found from anywhere and a repeated flag
-            // matches the record (a resumed sweep point repeats it).
-            init_from: self
-                .init_from
-                .as_deref()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-        }
-    }
-}
-
-/// A recipe flag given with `--resume` whose value differs from the run's recorded one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Contradiction {
-    /// The flag, as written (`--lr`).
-    pub flag: String,
-    /// The value given.
-    pub asked: String,
-    /// The value recorded.
-    pub saved: String,
-}
-
-impl TrainArgs {
-    /// The first recipe flag given on the command line whose value differs from the recorded
-    /// recipe `saved`: a resumed run keeps its recipe, and a silently ignored flag would
-    /// mislead. Flags that repeat the recorded values pass (a sweep resumes its points that
-    /// way); `--epochs` and the device, data, logging and loader flags may change.
-    pub fn contradiction(&self, saved: &TrainConfig) -> Option<Contradiction> {
-        let asked = self.train_config();
-        let fields: [(&str, String, String); 15] = [
-            ("model", asked.model.to_string(), saved.model.to_string()),
-            (
-                "hidden",
-                format!("{:?}", asked.hidden),
-                format!("{:?}", saved.hidden),
-            ),
-            (
-                "batch_size",
-                asked.batch_size.to_string(),
-                saved.batch_size.to_string(),
-            ),
-            ("lr", asked.lr.to_string(), saved.lr.to_string()),
-            (
-                "lr_schedule",
-                format!("{:?}", asked.schedule),
-                format!("{:?}", saved.schedule),
-            ),
-            (
-                "augment",
-                asked.augment.to_string(),
-                saved.augment.to_string(),
-            ),
-            (
-                "weight_decay",
-                asked.weight_decay.to_string(),
-                saved.weight_decay.to_string(),
-            ),
-            (
-                "dropout",
-                asked.dropout.to_string(),
-                saved.dropout.to_string(),
-            ),
-            (
-                "label_smoothing",
-                asked.label_smoothing.to_string(),
-                saved.label_smoothing.to_string(),
-            ),
-            ("seed", asked.seed.to_string(), saved.seed.to_string()),
-            (
-                "valid_size",
-                asked.valid_size.to_string(),
-                saved.valid_size.to_string(),
-            ),
-            (
-                "train_limit",
-                format!("{:?}", asked.train_limit),
-                format!("{:?}", saved.train_limit),
-            ),
-            (
-                "test_limit",
-                format!("{:?}", asked.test_limit),
-                format!("{:?}", saved.test_limit),
-            ),
-            (
-                "patience",
-                format!("{:?}", asked.patience),
-                format!("{:?}", saved.patience),
-            ),
-            (
-                "init_from",
-                format!("{:?}", asked.init_from),
-                format!("{:?}", saved.init_from),
-            ),
-        ];
-        fields
-            .into_iter()
-            .find(|(id, asked, saved)| asked != saved && self.given.iter().any(|g| g == id))
-            .map(|(id, asked, saved)| Contradiction {
-                flag: format!("--{}", id.replace('_', "-")),
-                asked,
-                saved,
-            })
-    }
-}
-
-/// Training flags after `trainer sweep ... --` that cannot be used: one line, clap's or ours.
-#[derive(Debug, thiserror::Error)]
-#[error("trainer sweep: {0}")]
-pub struct SweepFlagsError(String);
-
-/// What the flags after `trainer sweep ... --` say: the training flags every run gets, and
-/// the logging flags among them (valid for `train`, so valid here, meaning what they mean
-/// before `--`).
-#[derive(Debug, Clone)]
-pub struct SweepCommon {
-    /// The training flags.
-    pub train: TrainArgs,
-    /// The logging flags given after `--` (`None`: none was).
-    pub log: Option<LogArgs>,
-}
-
-impl LogArgs {
-    /// These flags with those given after a sweep's `--` (`later`, parsed from `matches`)
-    /// applied: a flag given there replaces the one before `--`, `-v` adds up.
-    fn then(&self, later: &LogArgs, matches: &clap::ArgMatches) -> LogArgs {
-        let given =
-            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        LogArgs {
-            log_format: if given("log_format") {
-                later.log_format
-            } else {
-                self.log_format
-            },
-            log_file: later.log_file.clone().or_else(|| self.log_file.clone()),
-            verbose: self.verbose.saturating_add(later.verbose),
-            quiet: self.quiet || later.quiet,
-        }
-    }
-}
-
-/// The training flags a sweep applies to every run (given after `--`), with any logging flags
-/// among them applied over `log`, the ones given before `--`.
-pub fn sweep_common(flags: &[String], log: &LogArgs) -> Result<SweepCommon, SweepFlagsError> {
-    #[derive(Parser)]
-    #[command(name = "trainer sweep ... --")]
-    struct Common {
-        #[command(flatten)]
-        train: TrainArgs,
-        #[command(flatten)]
-        log: LogArgs,
-    }
-    let argv = std::iter::once("trainer").chain(flags.iter().map(String::as_str));
-    let first_line = |e: clap::Error| {
-        let text = e.to_string();
-        let line = text.lines().next().unwrap_or_default();
-        SweepFlagsError(line.trim_start_matches("error: ").to_string())
-    };
-    let matches = Common::command()
-        .try_get_matches_from(argv)
-        .map_err(first_line)?;
-    // The grid's own flags, and the run directory the sweep gives each point.
-    let grid = GridArgs::augment_args(clap::Command::new("grid"));
-    let owned: Vec<&str> = grid
-        .get_arguments()
-        .filter_map(|arg| arg.get_long())
-        .chain(["out", "resume"])
-        .collect();
-    let training = TrainArgs::augment_args(clap::Command::new("train"));
-    for arg in training.get_arguments() {
-        let given = matches.value_source(arg.get_id().as_str())
-            == Some(clap::parser::ValueSource::CommandLine);
-        if let Some(long) = arg.get_long().filter(|l| given && owned.contains(l)) {
-            return Err(SweepFlagsError(format!(
-                "--{long} is set by the sweep: give it before `--` (a list for the grid), or not at all"
-            )));
-        }
-    }
-    let mut common = Common::from_arg_matches(&matches).map_err(first_line)?;
-    common.train.given = given_flags(&matches);
-    let logging = LogArgs::augment_args(clap::Command::new("log"));
-    let any_log = logging.get_arguments().any(|arg| {
-        matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
-    });
-    Ok(SweepCommon {
-        train: common.train,
-        log: any_log.then(|| log.then(&common.log, &matches)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The flags' defaults are the recipe's defaults (`TrainConfig::defaults`), for each model.
-    #[test]
-    fn flag_defaults_are_the_recipe_defaults() {
-        for (args, model) in [
-            (&["trainer"][..], Architecture::Mlp),
-            (&["trainer", "--model", "cnn"][..], Architecture::Cnn),
-        ] {
-            let cli = Cli::try_parse_from(args).unwrap();
-            assert_eq!(cli.train.train_config(), TrainConfig::defaults(model));
         }
     }
 }

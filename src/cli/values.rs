@@ -45,14 +45,14 @@ pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
 }
 
 /// `--shard K/N`, K from 1 to N.
-pub(super) fn parse_shard(s: &str) -> Result<super::Shard, String> {
+pub(super) fn parse_shard(s: &str) -> Result<crate::sweep::Shard, String> {
     let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
     let k: usize = k.trim().parse().map_err(|e| format!("K: {e}"))?;
     let n: usize = n.trim().parse().map_err(|e| format!("N: {e}"))?;
     if n == 0 || k == 0 || k > n {
         return Err(format!("K must be 1 to N, got {k}/{n}"));
     }
-    Ok(super::Shard { k, n })
+    Ok(crate::sweep::Shard { k, n })
 }
 
 /// A duration longer than zero, as humantime writes them (`10m`, `90s`).

@@ -2,21 +2,21 @@
 
 use tracing::info;
 
-use super::{Error, model_file};
+use super::Error;
 use crate::interop;
+use crate::plan::ExportPlan;
 
-/// Writes the model `args` names to `args.out` in the format of its extension; returns the
+/// Writes the model `plan` names to its `out` in the format of its extension; returns the
 /// line that says what was written.
-pub(super) fn export(args: &crate::cli::ExportArgs) -> Result<String, Error> {
-    let model_path = model_file(&args.model, args.best);
+pub(super) fn export(plan: &ExportPlan) -> Result<String, Error> {
     // Read on the CPU: the weights are only copied into the file.
     let (model, architecture, hidden) =
-        interop::load_model(&model_path, &burn::tensor::Device::flex())?;
-    interop::export(&model, &args.out)?;
-    info!(model = %model_path.display(), out = %args.out.display(), %architecture, ?hidden, "exported");
+        interop::load_model(&plan.model, &burn::tensor::Device::flex())?;
+    interop::export(&model, &plan.out)?;
+    info!(model = %plan.model.display(), out = %plan.out.display(), %architecture, ?hidden, "exported");
     Ok(format!(
         "{}: {architecture} {hidden:?} from {}",
-        args.out.display(),
-        model_path.display()
+        plan.out.display(),
+        plan.model.display()
     ))
 }

@@ -3,13 +3,14 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Error, init_device, model_file};
-use crate::cli::{DEFAULT_BACKEND, PredictArgs};
+use super::Error;
+use crate::backend;
 use crate::data::IMAGE_PIXELS;
 use crate::interop;
 use crate::model::Model;
-use crate::predict::{self, ImageError};
-use crate::train::TrainError;
+use crate::pictures::{self, ImageError};
+use crate::plan::PredictPlan;
+use crate::training::TrainError;
 
 /// One image's answer: the digit and the probabilities, most likely first.
 fn classify(
@@ -18,28 +19,27 @@ fn classify(
     device: &burn::tensor::Device,
 ) -> Result<Vec<f32>, Error> {
     // As in training and evaluation.
-    crate::backend::with_subnormals_flushed(|| {
+    backend::with_subnormals_flushed(|| {
         let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
-        crate::metrics::read_floats(softmax(model.forward(x), 1))
+        crate::backend::read::read_floats(softmax(model.forward(x), 1))
     })
     .map_err(|e| TrainError::Read(e).into())
 }
 
 /// Classifies every picture `args` names; a picture that cannot be read is reported and the
 /// others are still answered.
-pub(super) fn predict(args: &PredictArgs) -> Result<String, Error> {
-    let device = init_device(&args.device, DEFAULT_BACKEND, false)?;
-    let model_path = model_file(&args.model, args.best);
-    let (model, ..) = interop::load_model(&model_path, &device.device)?;
+pub(super) fn predict(args: &PredictPlan) -> Result<String, Error> {
+    let device = backend::open(args.device.request(None, false))?;
+    let (model, ..) = interop::load_model(&args.model, &device.device)?;
     let mut lines = Vec::new();
     let mut failed = 0;
     for path in &args.images {
-        match predict::load_digit(path) {
+        match pictures::load_digit(path) {
             Ok(pixels) => {
                 let probs = classify(&model, pixels, &device.device)?;
                 let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-                ranked.truncate(usize::from(args.top));
+                ranked.truncate(args.top);
                 lines.push(if args.json {
                     serde_json::json!({
                         "file": path,

@@ -1,99 +1,100 @@
 //! `trainer train`: a new run, or the one `--resume` names continued, from the recipe to the
 //! test result and the plots.
 
-use std::time::Instant;
-
 use burn::module::Module;
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use tracing::{info, warn};
 
-use super::keeper::Keeper;
-use super::plot::draw_plots;
-use super::{Error, Interrupts, init_device, list_devices};
+use super::Error;
+use crate::backend::{self, BackendKind};
 use crate::checkpoint;
-use crate::claims::Claim;
-use crate::cli::{DEFAULT_BACKEND, LogArgs, TrainArgs};
 use crate::data::Mnist;
-use crate::gpu::gather::GatherMethod;
 use crate::interop;
 use crate::interop::tensorboard::EventLog;
-use crate::loader::{Feed, StepMethod};
-use crate::logging;
-use crate::metrics::round;
+use crate::interrupts::Interrupts;
+use crate::logging::{self, LogOptions, StepBar};
+use crate::metrics::{RunningSums, round};
 use crate::model::Model;
+use crate::plan::{RunStart, TrainPlan};
 use crate::recipe::TrainConfig;
-use crate::report::{self, RunConfig, RunDir, Start, TestReport};
-use crate::session::Session;
-use crate::train::{self, Observer, Outcome, Sets, TrainError};
+use crate::run::epochs::EpochWriter;
+use crate::run::{self, Guard, RunConfig, RunDir, Start, TestReport, plots};
+use crate::session::{Session, TrainingRecord};
+use crate::training::{self, Feed, Observer, ObserverError, Outcome, Sets, StepMethod, TrainError};
 
-/// Trains the run `args` describe; returns the result line. Under a sweep's `claim`, the
-/// claim is checked before every write to the run directory.
+/// Trains the run `plan` describes; returns the result line. Under a sweep's `guard` (its
+/// claim on the point), the guard is checked before every write to the run directory.
 pub(super) fn train(
-    args: &TrainArgs,
-    log: &LogArgs,
+    plan: &TrainPlan,
+    log: &LogOptions,
     interrupts: &Interrupts,
-    claim: Option<&Claim>,
+    guard: Option<&dyn Guard>,
 ) -> Result<String, Error> {
-    if args.list_devices {
-        return Ok(list_devices(args.device.wgpu_api));
-    }
-    let (resumed, mut run_config) = recipe(args)?;
+    let (resumed, mut run_config) = run_config(plan)?;
     let config = run_config.recipe.clone();
     // Data first: a bad file is reported before a slow GPU initialisation, and neither
     // failure leaves an empty run directory behind.
-    let mnist = Mnist::load(&args.data.data_dir)?;
+    let mnist = Mnist::load(&plan.data_dir)?;
     let sets = Sets::new(&mnist, &config)?;
     drop(mnist);
     // A resumed run continues on the backend it last ran on, unless --backend says otherwise.
-    let usual = run_config
-        .starts
-        .last()
-        .map_or(DEFAULT_BACKEND, |start| start.device.backend);
-    let fused = args.step == StepMethod::Fused && args.gather == GatherMethod::Kernel;
-    let device = init_device(&args.device, usual, fused)?;
+    let recorded: Option<BackendKind> = run_config.starts.last().map(|s| s.device.backend);
+    let asks_fused = plan.feed.step == StepMethod::Fused
+        && plan.feed.gather == crate::gpu::gather::GatherMethod::Kernel;
+    let device = backend::open(plan.device.request(recorded, asks_fused))?;
     let is_resumed = resumed.is_some();
     let run = match resumed {
         Some(run) => run,
-        None => RunDir::create(args.resume.as_deref().or(args.out.as_deref()))?,
+        None => RunDir::create(match &plan.start {
+            RunStart::New(out) => out.as_deref(),
+            RunStart::Resume(dir) => Some(dir),
+        })?,
     };
     // One process at a time in a run directory; the lock goes when the process does.
     let _lock = run.lock()?;
-    if let Some(claim) = claim {
-        claim.check()?;
+    if let Some(guard) = guard {
+        guard.check().map_err(Error::Guard)?;
     }
-    let mut keeper = Keeper {
-        events: EventLog::open(run.path())?,
-        recipe: config.clone(),
-        steps: sets.steps(config.batch_size),
-        claim,
-        run: &run,
-        device: device.device.clone(),
+    let mut observer = RunObserver {
+        files: EpochWriter {
+            events: EventLog::open(run.path())?,
+            recipe: config.clone(),
+            steps: sets.steps(config.batch_size),
+            guard,
+            run: &run,
+            device: device.device.clone(),
+            keep: plan.keep,
+            patience: config.patience.is_some(),
+        },
+        bar: StepBar::new(logging::bar_allowed(log), config.batch_size),
         interrupts: interrupts.clone(),
-        keep: args.keep,
-        patience: config.patience.is_some(),
-        bar: None,
-        show_bar: logging::bar_allowed(&log.options()),
-        batch_size: config.batch_size,
-        last_update: Instant::now(),
     };
-    let mut session = open_session(&run, is_resumed, &config, &device.device, &mut keeper)?;
+    let mut session = open_session(&run, is_resumed, &config, &device.device, &mut observer)?;
     run_config.starts.push(Start {
-        at: report::now(),
-        args: std::env::args().collect(),
+        at: run::now(),
+        args: plan.args.clone(),
         device: device.info.clone(),
-        from_epoch: session.progress.epochs_done(),
+        from_epoch: session.record.epochs_done(),
     });
-    run_config.prefetch = args.prefetch;
+    run_config.prefetch = plan.feed.prefetch;
     run.write_config(&run_config)?;
-    log_recipe(&run, args, &config, &sets);
+    log_recipe(&run, plan, &config, &sets);
+    let feed = training::decide_step(
+        &plan.feed,
+        &config,
+        &device.device,
+        &session.model,
+        sets.train.len(),
+    );
 
-    let outcome = train::train(
+    let outcome = training::train(
         &config,
         &sets,
         &device.device,
-        &args.feed(),
+        &feed,
         &mut session,
-        &mut keeper,
+        &mut observer,
     );
     logging::set_progress_bar(None);
     match outcome? {
@@ -110,75 +111,71 @@ pub(super) fn train(
         Outcome::Completed => {}
     }
 
-    if let Some(claim) = claim {
-        claim.check()?;
+    if let Some(guard) = guard {
+        guard.check().map_err(Error::Guard)?;
     }
     finish(
         &run,
-        &mut keeper.events,
+        &mut observer.files.events,
         session.model.valid(),
         &sets,
         &device.device,
-        &args.feed(),
+        &feed,
     )
 }
 
-/// The recipe: new, or the one of the run being resumed (its directory open). A directory
-/// that holds no run yet (a run killed before it wrote anything) starts over there with the
-/// flags given.
-fn recipe(args: &TrainArgs) -> Result<(Option<RunDir>, RunConfig), Error> {
-    let resume = args
-        .resume
-        .as_deref()
-        .filter(|dir| !dir.is_dir() || RunDir::is_started(dir));
-    match resume {
-        Some(dir) => {
-            let run = RunDir::open(dir)?;
-            let mut saved = run.read_config()?;
-            if let Some(c) = args.contradiction(&saved.recipe) {
-                return Err(Error::ResumeRecipe(dir.to_path_buf(), c));
-            }
-            if let Some(epochs) = args.epochs {
-                saved.recipe.epochs = epochs as usize;
-            }
-            Ok((Some(run), saved))
+/// The run's record: new, or the one of the run being resumed (its directory open). A
+/// directory that holds no run yet (a run killed before it wrote anything) starts over there
+/// with the flags given.
+fn run_config(plan: &TrainPlan) -> Result<(Option<RunDir>, RunConfig), Error> {
+    let resume = match &plan.start {
+        RunStart::Resume(dir) if !dir.is_dir() || RunDir::is_started(dir) => Some(dir),
+        _ => None,
+    };
+    if let Some(dir) = resume {
+        let run = RunDir::open(dir)?;
+        let mut saved = run.read_config()?;
+        if let Some(c) = saved.recipe.contradiction(&plan.recipe, &plan.given) {
+            return Err(Error::ResumeRecipe(dir.to_path_buf(), c));
         }
-        None => {
-            let out = args.resume.as_ref().or(args.out.as_ref());
-            if let Some(out) = out {
-                RunDir::ensure_free(out)?;
-            }
-            if let Some(dir) = &args.resume {
-                info!(run = %dir.display(), "nothing was saved there yet: the run starts over");
-            }
-            let config = RunConfig {
-                trainer_version: env!("CARGO_PKG_VERSION").into(),
-                recipe: new_recipe(args)?,
-                data_dir: args.data.data_dir.clone(),
-                prefetch: args.prefetch,
-                keep: format!("{:?}", args.keep).to_lowercase(),
-                starts: Vec::new(),
-            };
-            Ok((None, config))
+        if plan.gave("--epochs") {
+            saved.recipe.epochs = plan.recipe.epochs;
         }
+        return Ok((Some(run), saved));
     }
+    match &plan.start {
+        RunStart::New(Some(out)) => RunDir::ensure_free(out)?,
+        RunStart::Resume(dir) => {
+            RunDir::ensure_free(dir)?;
+            info!(run = %dir.display(), "nothing was saved there yet: the run starts over");
+        }
+        RunStart::New(None) => {}
+    }
+    let config = RunConfig {
+        trainer_version: env!("CARGO_PKG_VERSION").into(),
+        recipe: new_recipe(plan)?,
+        data_dir: plan.data_dir.clone(),
+        prefetch: plan.feed.prefetch,
+        keep: format!("{:?}", plan.keep).to_lowercase(),
+        starts: Vec::new(),
+    };
+    Ok((None, config))
 }
 
 /// The recipe of a new run. With `--init-from` the network is the file's: `--model` and
 /// `--hidden` may repeat it, not contradict it, and the defaults are that network's.
-fn new_recipe(args: &TrainArgs) -> Result<TrainConfig, Error> {
-    let Some(path) = &args.init_from else {
-        return Ok(args.train_config());
+fn new_recipe(plan: &TrainPlan) -> Result<TrainConfig, Error> {
+    let Some(path) = &plan.init_from else {
+        return Ok(plan.recipe.clone());
     };
     if !interop::is_safetensors(path) {
         return Err(Error::InitFromFormat(path.clone()));
     }
     let file = interop::safetensors::read(path)?;
-    let mut from_file = args.clone();
-    from_file.model = file.architecture;
-    from_file.hidden = file.hidden;
-    let config = from_file.train_config();
-    match args.contradiction(&config) {
+    let config = plan
+        .recipe
+        .for_network(file.architecture, &file.hidden, &plan.given);
+    match config.contradiction(&plan.recipe, &plan.given) {
         Some(c) => Err(Error::InitFrom(path.clone(), c)),
         None => Ok(config),
     }
@@ -201,7 +198,7 @@ fn open_session(
     is_resumed: bool,
     config: &TrainConfig,
     device: &Device,
-    keeper: &mut Keeper,
+    observer: &mut RunObserver,
 ) -> Result<Session, Error> {
     let checkpoint = run.checkpoint();
     if !(is_resumed && checkpoint.is_file()) {
@@ -211,36 +208,31 @@ fn open_session(
         return new_session(config, device);
     }
     let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
-    let done = session.progress.epochs_done();
-    let over = done >= config.epochs || session.progress.stopped_early.is_some();
+    let done = session.record.epochs_done();
+    let over = done >= config.epochs || session.record.stopped_early.is_some();
     if over && run.is_complete() {
         return Err(Error::NothingToDo(run.path().to_path_buf(), done));
     }
     // A kill between the checkpoint and the files written after it (history, best
     // models) left them behind the checkpoint: write them again.
-    if done > 0 && session.progress.partial.is_none() {
-        let improved = session
-            .progress
-            .best_val_acc
-            .is_some_and(|(_, e)| e == done);
-        keeper
-            .on_epoch(
-                &session.model,
-                &session.optimizer,
-                &session.progress,
-                improved,
-            )
-            .map_err(TrainError::Observer)?;
+    if done > 0 && session.record.partial.is_none() {
+        let improved = session.record.best_val_acc.is_some_and(|(_, e)| e == done);
+        observer.files.epoch(
+            &session.model,
+            &session.optimizer,
+            &session.record,
+            improved,
+        )?;
     }
     info!(run = %run.path().display(), epochs_done = done, "resuming");
     Ok(session)
 }
 
 /// The log line that opens a run: where, on what data, with which recipe.
-fn log_recipe(run: &RunDir, args: &TrainArgs, config: &TrainConfig, sets: &Sets) {
+fn log_recipe(run: &RunDir, plan: &TrainPlan, config: &TrainConfig, sets: &Sets) {
     info!(
         run = %run.path().display(),
-        data_dir = %args.data.data_dir.display(),
+        data_dir = %plan.data_dir.display(),
         epochs = config.epochs,
         batch_size = config.batch_size,
         lr = config.lr,
@@ -271,7 +263,7 @@ fn finish(
 ) -> Result<String, Error> {
     checkpoint::save_model(&model, &run.final_model())?;
     let test_data = feed.assembler(&sets.test, device);
-    let (metrics, predicted) = train::evaluate(&model, &test_data, feed)?;
+    let (metrics, predicted) = training::evaluate(&model, &test_data, feed)?;
     let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
     run.write_test(&test)?;
     events.test(&metrics)?;
@@ -281,7 +273,47 @@ fn finish(
         images = metrics.count,
         "test"
     );
-    let plots = draw_plots(run)?;
+    let plots = plots::draw(run)?;
     info!(run = %run.path().display(), plots = plots.len(), "run saved");
-    Ok(report::result_line(&metrics))
+    Ok(run::result_line(&metrics))
+}
+
+/// What training asks of the `train` command between steps and after epochs: the epoch's
+/// files, the progress bar, and the stop Ctrl-C asks for.
+struct RunObserver<'a> {
+    files: EpochWriter<'a>,
+    bar: StepBar,
+    interrupts: Interrupts,
+}
+
+impl Observer for RunObserver<'_> {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, sums: &dyn RunningSums) -> bool {
+        self.bar.step(epoch, step, steps, sums);
+        !self.interrupts.requested()
+    }
+
+    fn on_epoch(
+        &mut self,
+        model: &Model,
+        optimizer: &ModuleOptimizer,
+        record: &TrainingRecord,
+        improved: bool,
+    ) -> Result<(), ObserverError> {
+        self.bar.finish();
+        Ok(self.files.epoch(model, optimizer, record, improved)?)
+    }
+
+    fn best_weights(&mut self, _epoch: usize) -> Result<Option<Model>, ObserverError> {
+        Ok(Some(self.files.best_loss_weights()?))
+    }
+
+    fn on_interrupt(
+        &mut self,
+        model: &Model,
+        optimizer: &ModuleOptimizer,
+        record: &TrainingRecord,
+    ) -> Result<(), ObserverError> {
+        self.bar.abandon();
+        Ok(self.files.checkpoint(model, optimizer, record)?)
+    }
 }

@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn gathering_on_the_gpu_matches_the_host_bit_for_bit() {
         use crate::batch::Shift;
-        use crate::loader::{Assembler, Feed, StepMethod};
+        use crate::loader::Assembler;
 
         let Some(gpu) = crate::test_support::wgpu() else {
             return;
@@ -262,12 +262,7 @@ mod tests {
         let short = [999, 0, 500];
         let shift = Shift { max: 3, stream: 5 };
         for gather in [GatherMethod::Kernel, GatherMethod::Ops] {
-            let feed = Feed {
-                prefetch: 0,
-                gather,
-                step: StepMethod::Fused,
-            };
-            let resident = feed.assembler(&split, &gpu);
+            let resident = Assembler::of(&split, &gpu, gather);
             assert!(matches!(resident, Assembler::Resident(..)), "{gather:?}");
             let mut cases = vec![(&host, &resident)];
             let (shifted_host, shifted_resident) = (

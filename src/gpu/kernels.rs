@@ -20,7 +20,7 @@ use burn::cubecl::prelude::{CubeCount, CubeDim};
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::tensor::kind::Basic;
 
-use crate::metrics::ReadError;
+use crate::backend::read::ReadError;
 use burn::tensor::{BackendPrimitive, DType, Device, Shape, Tensor};
 
 /// The fusion runtime of burn's wgpu backend.

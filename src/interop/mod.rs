@@ -1,17 +1,21 @@
-//! Files other tools read and write: a model in PyTorch's layout as safetensors (read and
-//! written), as an ONNX graph (written), and a run's history as a TensorBoard event file.
+//! Files other tools read and write: a model in PyTorch's layout ([`torch`]) as safetensors
+//! (read and written), as an ONNX graph (written), and a run's history as a TensorBoard event
+//! file.
 
 pub mod onnx;
 pub mod safetensors;
 pub mod tensorboard;
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::checkpoint::{self, CheckpointError};
-use crate::metrics::ReadError;
-use crate::model::{Architecture, Model, TorchLayoutError};
+use crate::backend::read::ReadError;
+use crate::checkpoint;
+use crate::files::{self, FileError};
+use crate::model::{Architecture, Model};
+use torch::{TorchLayoutError, from_torch_layers};
 
 /// What can go wrong reading or writing a file of another tool. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +23,7 @@ pub enum InteropError {
     /// The file system refused, or the bytes are not a file of the expected kind or are
     /// damaged: the errors of `trainer`'s own files, with the same words.
     #[error(transparent)]
-    File(#[from] CheckpointError),
+    File(#[from] FileError),
     /// The tensors make no network `trainer` has.
     #[error("{path}: {source}")]
     Layout {
@@ -34,14 +38,6 @@ pub enum InteropError {
     /// The model's weights could not be read back from the device.
     #[error(transparent)]
     Read(#[from] ReadError),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InteropError + '_ {
-    move |source| checkpoint::io_err(path)(source).into()
-}
-
-fn corrupt(path: &Path, problem: impl Into<String>) -> InteropError {
-    checkpoint::corrupt(path, problem).into()
 }
 
 /// Whether `path` names a safetensors file (by its extension).
@@ -61,7 +57,7 @@ pub fn export(model: &Model, out: &Path) -> Result<(), InteropError> {
         Some("onnx") => onnx::encode(model, out)?,
         _ => return Err(InteropError::Format(out.to_path_buf())),
     };
-    Ok(checkpoint::atomic_write_bytes(out, &bytes)?)
+    Ok(files::atomic_write_bytes(out, &bytes)?)
 }
 
 /// Loads the model at `path` onto `device`: a safetensors file in PyTorch's layout, or
@@ -73,7 +69,7 @@ pub fn load_model(
 ) -> Result<(Model, Architecture, Vec<usize>), InteropError> {
     if is_safetensors(path) {
         let file = safetensors::read(path)?;
-        let model = Model::from_torch_layers(file.architecture, &file.hidden, file.layers, device)
+        let model = from_torch_layers(file.architecture, &file.hidden, file.layers, device)
             .map_err(|source| InteropError::Layout {
                 path: path.to_path_buf(),
                 source,

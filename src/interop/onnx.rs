@@ -20,9 +20,11 @@ use onnx_protobuf::{
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use super::{InteropError, corrupt};
+use super::InteropError;
+use super::torch::{TorchLayer, torch_layers};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::model::{Model, TorchLayer};
+use crate::files::corrupt;
+use crate::model::Model;
 
 /// The operator set the graph uses.
 pub const OPSET: i64 = 13;
@@ -35,7 +37,7 @@ pub const OUTPUT: &str = "probabilities";
 
 /// The bytes of `model` as an ONNX file (`path` is for error messages).
 pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
-    let layers = model.torch_layers()?;
+    let layers = torch_layers(model)?;
     let mut graph = GraphProto::new();
     graph.name = format!("trainer_{}", model.architecture());
     graph
@@ -111,8 +113,9 @@ pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
         onnx.metadata_props.push(entry);
     }
     onnx.graph = Some(graph).into();
-    onnx.write_to_bytes()
-        .map_err(|e| corrupt(path, format!("encoding ONNX: {e}")))
+    Ok(onnx
+        .write_to_bytes()
+        .map_err(|e| corrupt(path, format!("encoding ONNX: {e}")))?)
 }
 
 /// `Conv(3×3, same padding) → Relu → MaxPool(2×2, stride 2)`; returns the output's name.
@@ -235,7 +238,7 @@ mod tests {
             assert_eq!(graph.output[0].name, OUTPUT);
             assert_eq!(graph.node.last().unwrap().output, vec![OUTPUT.to_string()]);
             // Every parameter is there, as written in PyTorch's layout.
-            let layers = model.torch_layers().unwrap();
+            let layers = torch_layers(&model).unwrap();
             assert_eq!(graph.initializer.len(), 2 * layers.len());
             let first = &graph.initializer[0];
             assert_eq!(

@@ -12,8 +12,10 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::{InteropError, corrupt, io_err};
-use crate::model::{Architecture, Model, TorchLayer, TorchLayoutError, torch_shapes};
+use super::InteropError;
+use super::torch::{TorchLayer, TorchLayoutError, torch_layers, torch_shapes};
+use crate::files::{corrupt, io_err};
+use crate::model::{Architecture, Model};
 
 /// The largest safetensors file read: 8 GiB, as a section of a model file.
 const MAX_FILE_BYTES: u64 = 8 << 30;
@@ -35,7 +37,7 @@ pub struct TorchFile {
 
 /// The bytes of `model` as a safetensors file (`path` is for error messages).
 pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
-    let layers = model.torch_layers()?;
+    let layers = torch_layers(model)?;
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut tensors = Vec::new();
     for layer in &layers {
@@ -70,7 +72,7 @@ pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
             format!("trainer {}", env!("CARGO_PKG_VERSION")),
         ),
     ]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e.to_string()))
+    Ok(safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e.to_string()))?)
 }
 
 /// Widths as the metadata writes them: `30,10`.
@@ -91,13 +93,10 @@ pub fn read(path: &Path) -> Result<TorchFile, InteropError> {
         .read_to_end(&mut bytes)
         .map_err(io_err(path))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(corrupt(
-            path,
-            format!("larger than {} GiB", MAX_FILE_BYTES >> 30),
-        ));
+        return Err(corrupt(path, format!("larger than {} GiB", MAX_FILE_BYTES >> 30)).into());
     }
     decode(&bytes).map_err(|e| match e {
-        Decode::Corrupt(problem) => corrupt(path, problem),
+        Decode::Corrupt(problem) => corrupt(path, problem).into(),
         Decode::Layout(source) => InteropError::Layout {
             path: path.to_path_buf(),
             source,
@@ -247,6 +246,7 @@ fn in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interop::torch::from_torch_layers;
     use burn::tensor::Device;
 
     fn model(architecture: Architecture, hidden: &[usize]) -> Model {
@@ -281,7 +281,7 @@ mod tests {
             let bytes = encode(&before, Path::new("m.safetensors")).unwrap();
             let file = decode(&bytes).unwrap();
             assert_eq!((file.architecture, &file.hidden), (architecture, &hidden));
-            let after = Model::from_torch_layers(
+            let after = from_torch_layers(
                 file.architecture,
                 &file.hidden,
                 file.layers,
@@ -300,7 +300,7 @@ mod tests {
             (Architecture::Mlp, vec![7]),
             (Architecture::Cnn, vec![]),
         ] {
-            let layers = model(architecture, &hidden).torch_layers().unwrap();
+            let layers = torch_layers(&model(architecture, &hidden)).unwrap();
             let parts = parts_of(layers);
             assert_eq!(from_shapes(&parts), (architecture, hidden.clone()));
             assert!(in_order(architecture, &hidden, parts).is_ok());
@@ -321,7 +321,7 @@ mod tests {
             let at = at % bytes.len();
             bytes[at] = byte;
             if let Ok(file) = decode(&bytes) {
-                let _ = Model::from_torch_layers(
+                let _ = from_torch_layers(
                     file.architecture,
                     &file.hidden,
                     file.layers,
@@ -345,7 +345,7 @@ mod tests {
             safetensors::serialize(tensors, Some(meta)).unwrap()
         };
         let file = decode(&with_hidden("9999999999999999999")).unwrap();
-        let err = Model::from_torch_layers(
+        let err = from_torch_layers(
             file.architecture,
             &file.hidden,
             file.layers,
@@ -371,12 +371,12 @@ mod tests {
         ));
         assert!(matches!(decode(b"not a file"), Err(Decode::Corrupt(_))));
         // A layer of the wrong width.
-        let mut m = model(Architecture::Mlp, &[30, 10]).torch_layers().unwrap();
+        let mut m = torch_layers(&model(Architecture::Mlp, &[30, 10])).unwrap();
         m[1].weight_shape = vec![10, 29];
         let parts = parts_of(m);
         let (architecture, hidden) = from_shapes(&parts);
         let layers = in_order(architecture, &hidden, parts).unwrap();
-        let err = Model::from_torch_layers(architecture, &hidden, layers, &Device::flex())
+        let err = from_torch_layers(architecture, &hidden, layers, &Device::flex())
             .unwrap_err()
             .to_string();
         assert!(

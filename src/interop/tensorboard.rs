@@ -15,7 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{InteropError, io_err};
+use super::InteropError;
+use crate::files::io_err;
 use crate::metrics::Metrics;
 use crate::session::EpochRecord;
 
@@ -242,7 +243,7 @@ impl EventLog {
     fn append(&mut self, event: Event) -> Result<(), InteropError> {
         let record = frame(&prost::Message::encode_to_vec(&event));
         self.file.write_all(&record).map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))
+        Ok(self.file.sync_data().map_err(io_err(&self.path))?)
     }
 
     fn scalars(&mut self, step: usize, values: &[(&str, f64)]) -> Result<(), InteropError> {

@@ -35,17 +35,18 @@ use std::sync::Arc;
 use burn::cubecl::server::Handle;
 use burn::optim::ModuleOptimizer;
 
+use crate::backend::read::ReadError;
 use crate::batch::Shift;
 use crate::data::IMAGE_PIXELS;
 use crate::gpu::gather::{Resident, batch_rows};
 use crate::gpu::kernels::Gpu;
-use crate::metrics::{Metrics, ReadError, RunningSums};
+use crate::metrics::{Metrics, RunningSums};
 use crate::model::{Architecture, Model};
 use crate::recipe::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
 use layout::{HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHTS_WORKGROUP, WORKGROUP};
 pub use state::Moments;
 pub(crate) use state::ParamMeta;
-use state::{flat_parameters, set_flat_parameters};
+use state::{flat_parameters, param_meta, set_flat_parameters};
 
 /// The widest hidden layer of the MLP the fused step takes: its later layers run in one
 /// workgroup, which suits the article's small network and not a wide one.
@@ -59,13 +60,21 @@ pub const MAX_BATCH: usize = 4096;
 /// (the CNN's first convolution's gradient reaches it near a batch of 2,600).
 const MAX_BUFFER_BYTES: usize = 128 << 20;
 
-/// Why the fused step does not apply, in the words of the log line that says so.
-pub fn unsupported(config: &TrainConfig, gather_kernel: bool) -> Option<String> {
+/// Whether the fused step takes a run of `config` training `model` on `train_len` images:
+/// `Err`, in the words of the log line that says so, when it does not. `gather_kernel`: the
+/// images are gathered on the device by the WGSL kernel. Checked once per run, before
+/// anything is uploaded.
+pub fn fits(
+    config: &TrainConfig,
+    gather_kernel: bool,
+    model: &Model,
+    train_len: usize,
+) -> Result<(), String> {
     if !gather_kernel {
-        return Some("--gather ops|host are reference paths".into());
+        return Err("--gather ops|host are reference paths".into());
     }
     if config.batch_size > MAX_BATCH {
-        return Some(format!(
+        return Err(format!(
             "the fused step takes batches of up to {MAX_BATCH} images, not {}",
             config.batch_size
         ));
@@ -73,11 +82,39 @@ pub fn unsupported(config: &TrainConfig, gather_kernel: bool) -> Option<String> 
     if config.model == Architecture::Mlp
         && let Some(w) = config.hidden.iter().find(|&&w| w > MAX_WIDTH)
     {
-        return Some(format!(
+        return Err(format!(
             "the fused step covers hidden layers up to {MAX_WIDTH} units, not {w}"
         ));
     }
-    None
+    training_variant(&param_meta(model), config, train_len)
+        .map(|_| ())
+        .map_err(|why| format!("the fused step cannot take this model: {why}"))
+}
+
+/// The kernels' variant for training with batches of `config.batch_size` on `count` images,
+/// or why the fused step cannot take the model.
+fn training_variant(
+    meta: &[ParamMeta],
+    config: &TrainConfig,
+    count: usize,
+) -> Result<Variant, String> {
+    let batch = config.batch_size;
+    let variant = Variant::new(meta, batch, count, config.dropout > 0.0)?;
+    let bytes = variant.largest_buffer() * size_of::<f32>();
+    if bytes > MAX_BUFFER_BYTES {
+        return Err(format!(
+            "a batch of {batch} needs a {} MiB buffer, past the {} MiB a GPU must bind",
+            bytes >> 20,
+            MAX_BUFFER_BYTES >> 20
+        ));
+    }
+    if let Some(w) = variant.layout.widths[1..]
+        .iter()
+        .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
+    {
+        return Err(format!("a hidden layer of {w} units"));
+    }
+    Ok(variant)
 }
 
 /// Why the fused step could not start or report.
@@ -276,31 +313,16 @@ pub struct FusedStep {
 
 impl FusedStep {
     /// Takes over `model` and `optimizer` (their values move to the device) to train on the
-    /// resident split `train` in batches of `batch` rows.
+    /// resident split `train` in batches of `config.batch_size` rows.
     pub fn new(
         model: &Model,
         optimizer: &ModuleOptimizer,
         config: &TrainConfig,
         train: &Resident,
-        batch: usize,
     ) -> Result<Self, FusedError> {
         let (params_meta, values) = flat_parameters(model)?;
-        let variant = Variant::new(&params_meta, batch, train.len(), config.dropout > 0.0)
-            .map_err(FusedError::Model)?;
-        let bytes = variant.largest_buffer() * size_of::<f32>();
-        if bytes > MAX_BUFFER_BYTES {
-            return Err(FusedError::Model(format!(
-                "a batch of {batch} needs a {} MiB buffer, past the {} MiB a GPU must bind",
-                bytes >> 20,
-                MAX_BUFFER_BYTES >> 20
-            )));
-        }
-        if let Some(w) = variant.layout.widths[1..]
-            .iter()
-            .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
-        {
-            return Err(FusedError::Model(format!("a hidden layer of {w} units")));
-        }
+        let variant =
+            training_variant(&params_meta, config, train.len()).map_err(FusedError::Model)?;
         let moments = Moments::of(optimizer, &params_meta)?;
         let net = Net::new(variant, &values, train)?;
         let (gpu, v) = (&net.gpu, &net.variant);

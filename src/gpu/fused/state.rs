@@ -7,7 +7,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Tensor, TensorData};
 
 use super::FusedError;
-use crate::metrics::ReadError;
+use crate::backend::read::ReadError;
 use crate::model::Model;
 use crate::recipe::{TrainConfig, optimizer};
 
@@ -32,8 +32,21 @@ pub(crate) fn flat_parameters(model: &Model) -> Result<(Vec<ParamMeta>, Vec<f32>
         tensors: Vec::new(),
     };
     model.visit(&mut collect);
-    let values = crate::metrics::read_floats(Tensor::cat(collect.tensors, 0).inner())?;
+    let values = crate::backend::read::read_floats(Tensor::cat(collect.tensors, 0).inner())?;
     Ok((collect.meta, values))
+}
+
+/// Every parameter's id and shape, in module order (nothing is read from the device).
+pub(crate) fn param_meta(model: &Model) -> Vec<ParamMeta> {
+    struct Collect(Vec<ParamMeta>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push((param.id, param.val().dims().to_vec()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
 }
 
 /// `model` with its parameters replaced, in module order, by consecutive runs of `values`;

@@ -2,19 +2,18 @@
 //! numbers for every recipe it covers, checkpoints that move between the two and the CPU, and
 //! a bound on its kernel launches per step.
 //!
-//! Needs real MNIST and a Vulkan driver (see tests/cli.rs); without a driver the tests fail
+//! Needs real MNIST and a Vulkan driver (see tests/it/cli.rs); without a driver the tests fail
 //! under `TRAINER_REQUIRE_WGPU=1` (CI) and are skipped, saying so, otherwise.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::gather::GatherMethod;
-use crate::loader::{Feed, StepMethod};
 use crate::model::{Architecture, Model};
 use crate::recipe::{Schedule, TrainConfig};
 use crate::session::Session;
 use crate::test_support::{mnist, wgpu};
-use crate::train::{Observer, Outcome, Quiet, Sets, train};
+use crate::training::{Feed, Observer, Outcome, Quiet, Sets, StepMethod, decide_step, train};
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::module::Module;
 use burn::tensor::Device;
@@ -27,10 +26,28 @@ fn feed(step: StepMethod) -> Feed {
     }
 }
 
+/// The step `session` takes on `device`, as a run decides it.
+fn decided(
+    step: StepMethod,
+    config: &TrainConfig,
+    sets: &Sets,
+    device: &Device,
+    session: &Session,
+) -> Feed {
+    decide_step(
+        &feed(step),
+        config,
+        device,
+        &session.model,
+        sets.train.len(),
+    )
+}
+
 /// Trains a new session of `config` for its epochs on `device`; returns it.
 fn run(config: &TrainConfig, sets: &Sets, device: &Device, step: StepMethod) -> Session {
     let mut session = Session::new(config, device).unwrap();
-    let outcome = train(config, sets, device, &feed(step), &mut session, &mut Quiet).unwrap();
+    let feed = decided(step, config, sets, device, &session);
+    let outcome = train(config, sets, device, &feed, &mut session, &mut Quiet).unwrap();
     assert_eq!(outcome, Outcome::Completed);
     session
 }
@@ -132,7 +149,7 @@ fn fused_step_matches_burns_generic_step() {
             "{name}: {:.3} % of the weights differ by more than 1e-5 (largest {max})",
             far * 100.0
         );
-        for (f, g) in fused.progress.history.iter().zip(&generic.progress.history) {
+        for (f, g) in fused.record.history.iter().zip(&generic.record.history) {
             let (fv, gv) = (f.valid.unwrap(), g.valid.unwrap());
             assert!(
                 (fv.loss - gv.loss).abs() <= 1e-4 * gv.loss,
@@ -177,16 +194,9 @@ fn training_moves_between_the_fused_step_and_the_cpu() {
         let session = run(&one, &sets, first, StepMethod::Fused);
         crate::checkpoint::save_checkpoint(&path, &session).unwrap();
         let mut resumed = crate::checkpoint::load_checkpoint(&path, &two, then).unwrap();
-        assert_eq!(resumed.progress.epochs_done(), 1);
-        let outcome = train(
-            &two,
-            &sets,
-            then,
-            &feed(StepMethod::Fused),
-            &mut resumed,
-            &mut Quiet,
-        )
-        .unwrap();
+        assert_eq!(resumed.record.epochs_done(), 1);
+        let feed = decided(StepMethod::Fused, &two, &sets, then, &resumed);
+        let outcome = train(&two, &sets, then, &feed, &mut resumed, &mut Quiet).unwrap();
         assert_eq!(outcome, Outcome::Completed);
         let (max, far) = distance(&flat(&resumed.model), &flat(&straight.model), 1e-4);
         eprintln!(
@@ -199,8 +209,8 @@ fn training_moves_between_the_fused_step_and_the_cpu() {
             far * 100.0
         );
         let (a, b) = (
-            resumed.progress.history[1].valid.unwrap().loss,
-            straight.progress.history[1].valid.unwrap().loss,
+            resumed.record.history[1].valid.unwrap().loss,
+            straight.record.history[1].valid.unwrap().loss,
         );
         assert!((a - b).abs() <= 2e-3 * b, "validation loss {a} vs {b}");
     }
@@ -223,7 +233,7 @@ fn fused_evaluation_matches_burns() {
         let session = run(&config, &sets, &device, StepMethod::Fused);
         let data = feed(StepMethod::Fused).assembler(&split, &device);
         let evaluate =
-            |step| crate::train::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
+            |step| crate::training::evaluate(&session.model.valid(), &data, &feed(step)).unwrap();
         let (fused, fused_digits) = evaluate(StepMethod::Fused);
         let (generic, generic_digits) = evaluate(StepMethod::Generic);
         assert_eq!(fused.count, 1500);
@@ -309,16 +319,10 @@ fn a_fused_training_step_takes_a_few_dispatches() {
             launches: launches.clone(),
             at_step: Vec::new(),
         };
+        let feed = decided(StepMethod::Fused, &config, &sets, &device, &session);
+        assert_eq!(feed.step, StepMethod::Fused, "{model}, batch {batch_size}");
         let watching = LaunchObservation::new(launches.clone());
-        train(
-            &config,
-            &sets,
-            &device,
-            &feed(StepMethod::Fused),
-            &mut session,
-            &mut observer,
-        )
-        .unwrap();
+        train(&config, &sets, &device, &feed, &mut session, &mut observer).unwrap();
         drop(watching);
         let counts = &observer.at_step;
         assert_eq!(counts.len(), 40);

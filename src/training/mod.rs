@@ -14,18 +14,19 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use tracing::{debug, info};
 
+use crate::backend::read::ReadError;
 use crate::backend::with_subnormals_flushed;
 use crate::data::{DataError, Mnist, Split};
 use crate::gpu::fused::{FusedError, FusedStep};
 use crate::gpu::gather::GatherMethod;
 use crate::gpu::kernels::Gpu;
-use crate::loader::{Assembler, Feed, LoaderError, StepMethod};
+use crate::loader::{Assembler, LoaderError};
 use crate::metrics::round;
-use crate::metrics::{Accumulator, ReadError, RunningSums};
+use crate::metrics::{Accumulator, RunningSums};
 use crate::model::{Model, ModelError};
 use crate::recipe::TrainConfig;
 use crate::rng;
-use crate::session::{EpochRecord, PartialEpoch, Progress, Session};
+use crate::session::{EpochRecord, PartialEpoch, Session, TrainingRecord};
 use epoch::EpochPlan;
 
 /// What can stop a training run.
@@ -49,6 +50,78 @@ pub enum TrainError {
     /// The observer (checkpoints, history files) failed.
     #[error(transparent)]
     Observer(ObserverError),
+}
+
+/// How batches reach the device, and what takes the training steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feed {
+    /// Batches the loader thread prepares ahead of the step (host gathering only).
+    pub prefetch: usize,
+    /// How a wgpu device gets its batches; CPU backends always gather on the host.
+    pub gather: GatherMethod,
+    /// The training step: as asked for, until [`decide_step`] settles it for the run.
+    pub step: StepMethod,
+}
+
+/// What takes a training step.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StepMethod {
+    /// The whole step, and evaluation, in a few hand-written WGSL kernels (the MLP's step in 3, the CNN's in 13) where it applies (--gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
+    #[default]
+    Fused,
+    /// burn's autodiff and Adam on the fused wgpu backend: the reference the fused step is tested against
+    Generic,
+}
+
+impl Feed {
+    /// Where `split`'s batches for `device` are put together: resident on a wgpu device
+    /// (uploaded here, once) unless the feed says host; on the host otherwise.
+    pub fn assembler(&self, split: &Split, device: &Device) -> Assembler {
+        Assembler::of(split, device, self.gather)
+    }
+}
+
+/// The training step a run takes, decided once, before training: the fused step when it was
+/// asked for (the default), the device is a wgpu GPU, the images are gathered there by the
+/// WGSL kernel, and the recipe and `model` fit the fused kernels; burn's generic step
+/// otherwise, with one log line saying why when the fused step was asked for on wgpu. The
+/// returned feed's `step` is what training and evaluation then take, without deciding again.
+pub fn decide_step(
+    feed: &Feed,
+    config: &TrainConfig,
+    device: &Device,
+    model: &Model,
+    train_len: usize,
+) -> Feed {
+    let generic = Feed {
+        step: StepMethod::Generic,
+        ..*feed
+    };
+    if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
+        return generic;
+    }
+    let gather_kernel = feed.gather == GatherMethod::Kernel;
+    match crate::gpu::fused::fits(config, gather_kernel, model, train_len) {
+        Ok(()) => {
+            debug!(model = %config.model, "fused training step");
+            *feed
+        }
+        Err(why) => {
+            info!(reason = %why, "burn's generic training step");
+            generic
+        }
+    }
 }
 
 /// The three sets a run uses.
@@ -118,7 +191,7 @@ pub trait Observer {
         &mut self,
         _model: &Model,
         _optimizer: &ModuleOptimizer,
-        _progress: &Progress,
+        _record: &TrainingRecord,
         _improved: bool,
     ) -> Result<(), ObserverError> {
         Ok(())
@@ -137,7 +210,7 @@ pub trait Observer {
         &mut self,
         _model: &Model,
         _optimizer: &ModuleOptimizer,
-        _progress: &Progress,
+        _record: &TrainingRecord,
     ) -> Result<(), ObserverError> {
         Ok(())
     }
@@ -190,10 +263,10 @@ fn train_flushed(
     session: &mut Session,
     observer: &mut (dyn Observer + Send),
 ) -> Result<Outcome, TrainError> {
-    if let Some(best) = session.progress.stopped_early {
+    if let Some(best) = session.record.stopped_early {
         // Stopped by an earlier process: its best weights are the observer's to give.
         return_to_best(session, None, best, observer)?;
-        let epoch = session.progress.epochs_done();
+        let epoch = session.record.epochs_done();
         return Ok(Outcome::EarlyStopped { epoch, best });
     }
     let plain = device.clone();
@@ -202,11 +275,11 @@ fn train_flushed(
     let dropout_widths = session.model.dropout_widths();
     // Early stopping keeps the weights of the best epoch by validation loss.
     let mut best_weights: Option<Model> = None;
-    while session.progress.epochs_done() < config.epochs {
-        let epoch = session.progress.epochs_done() + 1;
+    while session.record.epochs_done() < config.epochs {
+        let epoch = session.record.epochs_done() + 1;
         let start = Instant::now();
         let order = rng::epoch_order(sets.train.len(), config.seed, epoch);
-        let (step, sums, count, earlier_seconds) = match session.progress.partial.take() {
+        let (step, sums, count, earlier_seconds) = match session.record.partial.take() {
             Some(p) if p.epoch == epoch => (p.steps, p.sums, p.count, p.seconds),
             _ => (0, [0.0; 2], 0, 0.0),
         };
@@ -243,7 +316,7 @@ fn train_flushed(
             session.optimizer = f.store(&mut session.model, config)?;
         }
         if stopped {
-            session.progress.partial = Some(PartialEpoch {
+            session.record.partial = Some(PartialEpoch {
                 epoch,
                 steps: step,
                 sums,
@@ -251,7 +324,7 @@ fn train_flushed(
                 seconds: earlier_seconds + start.elapsed().as_secs_f64(),
             });
             observer
-                .on_interrupt(&session.model, &session.optimizer, &session.progress)
+                .on_interrupt(&session.model, &session.optimizer, &session.record)
                 .map_err(TrainError::Observer)?;
             return Ok(Outcome::Interrupted { epoch });
         }
@@ -268,7 +341,7 @@ fn train_flushed(
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         };
         log_epoch(&record, config.epochs);
-        let verdict = session.progress.record_epoch(record, config.patience);
+        let verdict = session.record.record_epoch(record, config.patience);
         if verdict.best_loss {
             best_weights = Some(session.model.clone());
         }
@@ -277,7 +350,7 @@ fn train_flushed(
             .on_epoch(
                 &session.model,
                 &session.optimizer,
-                &session.progress,
+                &session.record,
                 verdict.improved,
             )
             .map_err(TrainError::Observer)?;
@@ -331,7 +404,7 @@ fn feeds(
         feed.assembler(&sets.train, device)
     };
     let valid_data = feed.assembler(&sets.valid, device);
-    let fused = fused_step(config, feed, device, &train_data, session)?;
+    let fused = fused_step(config, feed, &train_data, session)?;
     debug!(
         bytes_per_step = match &fused {
             Some(f) => f.upload_bytes(),
@@ -353,49 +426,25 @@ fn log_memory(epoch: usize) {
     }
 }
 
-/// The fused training step for this run, when it asked for one on a wgpu device and the
-/// fused step covers its recipe; otherwise `None` (burn's generic step), with a log line
-/// saying why when the fused step was asked for on wgpu.
+/// The fused training step, when the run takes it ([`decide_step`] chose it).
 fn fused_step(
     config: &TrainConfig,
     feed: &Feed,
-    device: &Device,
     train_data: &Assembler,
     session: &Session,
 ) -> Result<Option<FusedStep>, TrainError> {
-    if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
+    if feed.step != StepMethod::Fused {
         return Ok(None);
     }
-    let resident = match train_data {
-        Assembler::Resident(resident, _) if resident.method() == GatherMethod::Kernel => {
-            Some(resident)
-        }
-        _ => None,
+    let Assembler::Resident(resident, _) = train_data else {
+        return Err(FusedError::NotResident.into());
     };
-    if let Some(why) = crate::gpu::fused::unsupported(config, resident.is_some()) {
-        info!(reason = %why, "burn's generic training step");
-        return Ok(None);
-    }
-    let Some(resident) = resident else {
-        return Ok(None);
-    };
-    match FusedStep::new(
+    Ok(Some(FusedStep::new(
         &session.model,
         &session.optimizer,
         config,
         resident,
-        config.batch_size,
-    ) {
-        Ok(fused) => {
-            debug!(model = %config.model, "fused training step");
-            Ok(Some(fused))
-        }
-        Err(FusedError::Model(why)) => {
-            info!(reason = %why, "burn's generic training step");
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+    )?))
 }
 
 fn log_epoch(r: &EpochRecord, epochs: usize) {
@@ -487,7 +536,7 @@ mod tests {
     struct StopAfter {
         at: usize,
         seen: usize,
-        saved: Option<(Model, ModuleOptimizer, Progress)>,
+        saved: Option<(Model, ModuleOptimizer, TrainingRecord)>,
     }
 
     impl Observer for StopAfter {
@@ -499,7 +548,7 @@ mod tests {
             &mut self,
             m: &Model,
             o: &ModuleOptimizer,
-            p: &Progress,
+            p: &TrainingRecord,
         ) -> Result<(), ObserverError> {
             self.saved = Some((m.clone(), o.clone(), p.clone()));
             Ok(())
@@ -530,12 +579,12 @@ mod tests {
         };
         let outcome = train(&config, &sets, &device, &feed(2), &mut first, &mut stop).unwrap();
         assert_eq!(outcome, Outcome::Interrupted { epoch: 2 });
-        let (model, optimizer, progress) = stop.saved.unwrap();
-        assert_eq!(progress.partial.as_ref().unwrap().steps, 4);
+        let (model, optimizer, record) = stop.saved.unwrap();
+        assert_eq!(record.partial.as_ref().unwrap().steps, 4);
         let mut resumed = Session {
             model,
             optimizer,
-            progress,
+            record,
         };
         train(&config, &sets, &device, &feed(1), &mut resumed, &mut Quiet).unwrap();
 
@@ -549,8 +598,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            strip(&straight.progress.history),
-            strip(&resumed.progress.history)
+            strip(&straight.record.history),
+            strip(&resumed.record.history)
         );
     }
 
@@ -639,14 +688,14 @@ mod tests {
             panic!("expected early stopping, got {outcome:?}");
         };
         assert_eq!(epoch - best, 2);
-        assert_eq!(session.progress.history.len(), epoch);
+        assert_eq!(session.record.history.len(), epoch);
         let (v, _) = evaluate(
             &session.model.valid(),
             &feed(0).assembler(&sets.valid, &device),
             &feed(0),
         )
         .unwrap();
-        let best_loss = session.progress.history[best - 1].valid.unwrap().loss;
+        let best_loss = session.record.history[best - 1].valid.unwrap().loss;
         assert!(
             (v.loss - best_loss).abs() < 1e-6,
             "{} vs {best_loss}",

@@ -22,22 +22,19 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CheckpointError, atomic_write_bytes};
+use crate::files::{FileError, atomic_write_bytes, io_err};
 use crate::host;
+use crate::run::{Guard, GuardError};
 
 /// What can go wrong with claims. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
     /// The file system refused, reading or writing a claim's file.
     #[error(transparent)]
-    File(#[from] CheckpointError),
+    File(#[from] FileError),
     /// Another worker took the claim over (this one was taken for dead) before a write.
     #[error("{0}: the claim on this point was taken over by another worker")]
     Lost(PathBuf),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClaimError + '_ {
-    move |source| crate::checkpoint::io_err(path)(source).into()
 }
 
 /// Who a worker is, for claim files and logs: the Slurm array task, the Kubernetes indexed
@@ -100,7 +97,7 @@ fn generations(point: &Path) -> Result<Vec<u64>, ClaimError> {
     let entries = match std::fs::read_dir(point) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(point)(e)),
+        Err(e) => return Err(io_err(point)(e).into()),
     };
     let mut gens: Vec<u64> = entries
         .flatten()
@@ -157,9 +154,9 @@ impl Claims {
             self.worker.replace(['/', ':', '@'], "_")
         ));
         std::fs::write(&clock, b"").map_err(io_err(&clock))?;
-        std::fs::metadata(&clock)
+        Ok(std::fs::metadata(&clock)
             .and_then(|m| m.modified())
-            .map_err(io_err(&clock))
+            .map_err(io_err(&clock))?)
     }
 
     /// Whether the claim `generation` of the point in `point` is stale at `now`.
@@ -196,13 +193,13 @@ impl Claims {
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(io_err(&dir)(e)),
+            Err(e) => return Err(io_err(&dir)(e).into()),
         }
         let owner = Owner {
             worker: self.worker.clone(),
             host: host::name(),
             pid: std::process::id(),
-            at: crate::report::now(),
+            at: crate::run::now(),
         };
         atomic_write_bytes(
             &dir.join("owner.json"),
@@ -288,6 +285,13 @@ impl Claim {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// A claim guards the writes to its point's run directory: they stop once it is lost.
+impl Guard for Claim {
+    fn check(&self) -> Result<(), GuardError> {
+        Ok(Claim::check(self)?)
     }
 }
 

@@ -3,10 +3,7 @@
 //! The training tests need real MNIST in `$TRAINER_DATA_DIR` or the default data directory:
 //! `python3 scripts/fetch_mnist.py` provisions it. They fail, never skip, when it is missing.
 
-mod common;
-mod support;
-
-use support::{data_dir, result, run, text, trainer};
+use crate::support::{data_dir, result, run, text, trainer};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -85,7 +82,7 @@ fn vulkan_present() -> bool {
 fn wgpu_tests_run() -> bool {
     let required = std::env::var_os("TRAINER_REQUIRE_WGPU").is_some();
     if !vulkan_present() && !required {
-        common::skipped("no Vulkan driver here");
+        crate::support::skipped("no Vulkan driver here");
         return false;
     }
     true
@@ -985,8 +982,8 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
         assert!(got.2 == want.2, "recipe {r}, {kills} kills: final weights");
         // TensorBoard sees each epoch once, with the straight run's values.
         assert_eq!(
-            support::events(&dir),
-            support::events(&straight),
+            crate::support::events(&dir),
+            crate::support::events(&straight),
             "recipe {r}, {kills} kills: TensorBoard events"
         );
         if r == 1 {

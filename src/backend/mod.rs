@@ -11,10 +11,25 @@ use std::sync::Mutex;
 use burn::tensor::Device;
 use burn::tensor::DeviceKind;
 use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use tracing::{info, warn};
+
+pub mod read;
+mod subnormals;
+
+pub use subnormals::with_subnormals_flushed;
 
 /// The compute backends `trainer` is built with.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -23,7 +38,8 @@ pub enum BackendKind {
     /// burn's ndarray backend: the CPU, the backend burn users know.
     Ndarray,
     /// burn's flex backend: the CPU, burn's newer pure-Rust CPU backend, the default (2.5×
-    /// faster than ndarray on the article's model, same results).
+    /// faster than ndarray on the article's model, same results; README, Performance).
+    #[default]
     Flex,
 }
 
@@ -77,7 +93,32 @@ impl WgpuApi {
     }
 }
 
-/// What the user asked for on the command line.
+/// The device the flags ask for, before a run's record is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceChoice {
+    /// `--backend`, if given.
+    pub backend: Option<BackendKind>,
+    /// For wgpu: which graphics API.
+    pub api: WgpuApi,
+    /// For wgpu: which adapter (`--device`).
+    pub index: Option<usize>,
+}
+
+impl DeviceChoice {
+    /// The device to open: `--backend` if given, else `recorded` (the backend a resumed run
+    /// last ran on), else the default; `batched` when the run asks for the fused step (see
+    /// [`DeviceRequest::batched`]).
+    pub fn request(&self, recorded: Option<BackendKind>, batched: bool) -> DeviceRequest {
+        DeviceRequest {
+            backend: self.backend.or(recorded).unwrap_or_default(),
+            api: self.api,
+            index: self.index,
+            batched,
+        }
+    }
+}
+
+/// The device to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeviceRequest {
     /// Which backend.
@@ -179,6 +220,31 @@ pub fn init(request: DeviceRequest) -> Result<ReadyDevice, BackendError> {
     }
 }
 
+/// Opens the device `request` names and logs what it is.
+pub fn open(request: DeviceRequest) -> Result<ReadyDevice, BackendError> {
+    let device = init(request)?;
+    let d = &device.info;
+    info!(backend = %d.backend, adapter = %d.name, api = %d.api, kind = %d.kind, driver = %d.driver, "device");
+    if d.backend == BackendKind::Wgpu && d.kind == "Cpu" {
+        warn!(adapter = %d.name, "this wgpu adapter is a software renderer on the CPU: expect it to be slow");
+    }
+    Ok(device)
+}
+
+/// The wgpu adapters of `api`, one a line, as `--list-devices` prints them.
+pub fn list_devices(api: WgpuApi) -> String {
+    let (api, adapters) = adapters(api);
+    if adapters.is_empty() {
+        return format!("no {api:?} adapters");
+    }
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {a}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One adapter wgpu can see, as `--list-devices` shows it.
 #[derive(Debug, Clone)]
 pub struct Adapter {
@@ -268,7 +334,6 @@ fn init_wgpu(
         api: api_name.clone(),
         reason,
     };
-    keep_compiled_kernels();
     let mut options = Device::wgpu_options().graphics_api(api.burn());
     // CUBECL_WGPU_MAX_TASKS, when set, still decides.
     if batched && std::env::var_os("CUBECL_WGPU_MAX_TASKS").is_none() {
@@ -306,31 +371,6 @@ fn init_wgpu(
     Ok(ready)
 }
 
-/// Keeps what cubecl learns about this machine (autotune's choices, compiled kernels) on disk in
-/// the per-user cache (`~/.cache/cubecl` on Linux), so that a second run neither tunes nor
-/// compiles again. cubecl's own default is a `target/` directory next to the outermost
-/// `Cargo.toml` above the working directory, and no kernel cache: right for burn's developers,
-/// not for a tool run from anywhere. A `cubecl.toml` (or `burn.toml`) the user wrote, and
-/// cubecl's environment variables (`CUBECL_AUTOTUNE_CACHE=0` …), still apply over this.
-fn keep_compiled_kernels() {
-    use burn::cubecl::config::cache::CacheConfig;
-    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-    let mut config = CubeClRuntimeConfig::default();
-    config.compilation.cache = true;
-    config.environment.path = CacheConfig::Global;
-    let found = CubeClRuntimeConfig::from_current_dir();
-    // A configuration file of the user's wins whole: compare it with cubecl's default.
-    let user_file = toml_of(&found) != toml_of(&CubeClRuntimeConfig::default());
-    let config = if user_file { found } else { config }.override_from_env();
-    // Only the first call sets it (tests initialise several devices in one process).
-    CubeClRuntimeConfig::try_set(config);
-}
-
-/// A configuration's settings, for telling a user's file from cubecl's default.
-fn toml_of(config: &burn::cubecl::config::CubeClRuntimeConfig) -> String {
-    format!("{config:?}")
-}
-
 /// Runs a future to completion on this thread (wgpu's enumeration is async in name only on
 /// native targets: its futures are ready at once).
 fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -342,89 +382,6 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
             return out;
         }
         std::thread::yield_now();
-    }
-}
-
-/// Runs `work` with subnormal floats flushed to zero: on a thread of a pool kept for it, whose
-/// threads set flush-to-zero when they start and never run anything else, so burn's CPU
-/// kernels that `work` spreads over rayon (burn-flex and ndarray use the pool they are called
-/// from) run there too. The calling thread's floating-point mode never changes, nor does any
-/// thread outside this pool. Nested calls run in place.
-///
-/// Why: Adam keeps, for every weight, running means of the gradient and its square that
-/// decay by 0.9 and 0.999 a step; for weights whose gradient falls to zero (a dead ReLU) they
-/// decay into the subnormal range, where x86 arithmetic takes a microcode slow path of the
-/// order of a hundred times slower. The article's run spent about a third of its time there.
-/// TensorFlow flushes subnormals in its CPU threads for the same reason, and GPUs flush them in
-/// most kernels.
-///
-/// Why it is sound in practice: Rust and LLVM assume the default floating-point mode, so a
-/// subnormal result the compiler folds at build time is kept where the same operation at run
-/// time gives zero. That difference is confined to magnitudes below 1.2e-38 (f32) and to the
-/// code that runs on these threads: `trainer`'s training, evaluation and classification and
-/// the burn kernels they call, which compute only tensor values. No length, index, allocation
-/// or branch that memory safety rests on is computed from such a float there; an index
-/// computed from a float (an argmax) compares values, and flushing below 1.2e-38 cannot
-/// reorder values apart from ties at zero. Only flush-to-zero is set, not denormals-are-zero:
-/// it keeps the speed (README, "Subnormals") and leaves subnormal inputs read as they are.
-/// tests/cli.rs checks that a run's results are the same with and without it where no
-/// subnormal arises.
-pub fn with_subnormals_flushed<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    // Decided once per process: no pool at all when the flush is turned off.
-    let pool = POOL.get_or_init(|| {
-        if !flush_subnormals() {
-            return None;
-        }
-        let built = rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("trainer-compute-{i}"))
-            .start_handler(|_| fp_control::flush_to_zero())
-            .build();
-        match built {
-            Ok(pool) => Some(pool),
-            Err(e) => {
-                tracing::warn!("no thread pool for flush-to-zero ({e}); subnormals are kept");
-                None
-            }
-        }
-    });
-    match pool {
-        Some(pool) => pool.install(work),
-        None => work(),
-    }
-}
-
-/// Whether to flush subnormals: yes, unless `TRAINER_SUBNORMALS=keep` asks for IEEE
-/// arithmetic throughout (for measuring what flushing changes).
-fn flush_subnormals() -> bool {
-    std::env::var("TRAINER_SUBNORMALS").as_deref() != Ok("keep")
-}
-
-/// The thread's floating-point control register: flush-to-zero on.
-mod fp_control {
-    /// Sets flush-to-zero on the current thread (MXCSR bit 15 on x86-64, FPCR bit 24 on
-    /// AArch64; nothing elsewhere). Called once, when a compute thread starts.
-    pub fn flush_to_zero() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // MXCSR bit 15, flush-to-zero (bit 6, denormals-are-zero, stays off).
-            const FTZ: u32 = 1 << 15;
-            let mut csr: u32 = 0;
-            // SAFETY: stores MXCSR into a local, then loads it back with only the flush-to-zero
-            // bit added; see `with_subnormals_flushed` for why that mode is sound here.
-            unsafe {
-                std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack, preserves_flags));
-                csr |= FTZ;
-                std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, preserves_flags));
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: reads FPCR and writes it back with only the flush-to-zero bit added.
-        unsafe {
-            let fpcr: u64;
-            std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags));
-            std::arch::asm!("msr fpcr, {}", in(reg) fpcr | (1 << 24), options(nomem, nostack, preserves_flags));
-        }
     }
 }
 
@@ -452,32 +409,5 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, BackendError::DeviceWithoutWgpu));
-    }
-
-    /// Inside `with_subnormals_flushed`, subnormal results flush to zero, in the work and in
-    /// the rayon jobs it spawns; outside, on the caller's thread, they never do.
-    #[test]
-    fn subnormals_flush_inside_and_only_inside() {
-        // Read through black_box so the compiler cannot fold the product.
-        let tiny = std::hint::black_box(1e-30_f32);
-        let scale = std::hint::black_box(1e-10_f32);
-        assert!((tiny * scale).is_subnormal());
-        let (inside, spawned) = with_subnormals_flushed(|| {
-            let spawned = rayon::join(|| std::hint::black_box(tiny * scale), || 0.0).0;
-            (std::hint::black_box(tiny * scale), spawned)
-        });
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-            assert_eq!((inside, spawned), (0.0, 0.0));
-            // Flush-to-zero only: a subnormal input is read as it is.
-            let sub = std::hint::black_box(f32::from_bits(1));
-            let read = with_subnormals_flushed(|| std::hint::black_box(sub) > 0.0);
-            assert!(read);
-        }
-        assert!(std::hint::black_box(tiny * scale).is_subnormal());
-        assert!(
-            rayon::join(|| std::hint::black_box(tiny * scale), || 0.0)
-                .0
-                .is_subnormal()
-        );
     }
 }

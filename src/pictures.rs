@@ -10,6 +10,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, Luma};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+use crate::files::{self, FileError};
 
 /// MNIST digits fit a 20 × 20 box inside the 28 × 28 image.
 const DIGIT_BOX: u32 = 20;
@@ -25,13 +26,8 @@ const INK_THRESHOLD: u8 = 13;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The file is empty.
     #[error("{0}: empty file")]
     Empty(PathBuf),
@@ -66,7 +62,8 @@ impl ImageError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            Self::Io { path, .. } | Self::Decode { path, .. } | Self::TooLarge { path, .. } => path,
+            Self::File(e) => e.path(),
+            Self::Decode { path, .. } | Self::TooLarge { path, .. } => path,
             Self::Empty(path) | Self::Blank(path) | Self::NoPixels(path) => path,
         }
     }
@@ -86,10 +83,7 @@ const MAX_DECODE_BYTES: u64 = MAX_PICTURE_PIXELS * 8;
 /// The file is streamed, never read whole, and opened once; its size in pixels is checked
 /// against [`MAX_PICTURE_PIXELS`] from its header before it is decoded.
 pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
-    let io = |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| ImageError::File(files::io_err(path)(source));
     let decode = |e: image::ImageError| ImageError::Decode {
         path: path.to_path_buf(),
         why: e.to_string(),
@@ -260,7 +254,7 @@ mod tests {
         );
         assert!(matches!(
             load_digit(&dir.path().join("missing.png")),
-            Err(ImageError::Io { .. })
+            Err(ImageError::File(FileError::Io { .. }))
         ));
     }
 

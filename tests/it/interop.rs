@@ -7,14 +7,9 @@
 //! `$TRAINER_PYTHON`; without one they are skipped with a `SKIPPED` line, unless
 //! `TRAINER_REQUIRE_PYTHON=1` (as CI sets it) makes them fail.
 
-// The wgpu helper of `common` is not used here.
-#[allow(dead_code)]
-mod common;
-mod support;
-
 use std::path::Path;
 
-use support::{data_dir, python, result, run, text, trainer};
+use crate::support::{data_dir, python, result, run, text, trainer};
 
 fn succeed(cmd: &mut std::process::Command) -> std::process::Output {
     let out = run(cmd);

@@ -3,18 +3,13 @@
 //! record, failures, `--report`; and the Slurm and Kubernetes files that start such workers,
 //! run as written: on a one-node Slurm cluster, and as two local "pods".
 
-// The wgpu helper of `common` is not used here.
-#[allow(dead_code)]
-mod common;
-mod support;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{data_dir, python, run, text, trainer};
+use crate::support::{data_dir, python, run, text, trainer};
 
 /// The grid of these tests: 2 rates × 2 seeds on a small real subset.
 const GRID: [&str; 6] = ["--epochs", "3", "--lr", "0.01,0.001", "--seed", "1,2"];
@@ -554,7 +549,7 @@ impl Slurm {
                 std::env::var("TRAINER_REQUIRE_SLURM").as_deref() != Ok("1"),
                 "TRAINER_REQUIRE_SLURM=1 but Slurm did not start: {stderr}"
             );
-            common::skipped_unless(
+            crate::support::skipped_unless(
                 &format!("no Slurm cluster ({why})"),
                 "TRAINER_REQUIRE_SLURM",
             );

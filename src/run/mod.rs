@@ -1,36 +1,31 @@
-//! What a run keeps for its user: the run directory, its configuration, its per-epoch
-//! history (CSV and JSON lines), its test result, and the plain result line on stdout.
+//! The run directory: what a run keeps for its user, under one directory — its configuration,
+//! per-epoch history (CSV and JSON lines), checkpoints and model files, test result, plots and
+//! TensorBoard events — the names of those files, the lock that keeps one process at a time in
+//! it, what each epoch writes there ([`epochs`]), the plots' drawing ([`plots`]) and the
+//! records' types ([`records`]).
 //!
-//! Every file here is written atomically (see [`crate::checkpoint::atomic_write`]).
+//! Every file here is written atomically (see [`crate::files::atomic_write`]).
+
+pub mod epochs;
+pub mod plots;
+pub mod records;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::backend::DeviceInfo;
-use crate::checkpoint::{CheckpointError, atomic_write};
-use crate::metrics::{ClassStats, Confusion, Metrics};
-use crate::recipe::TrainConfig;
+use crate::files::{self, FileError, atomic_write, io_err};
 use crate::session::EpochRecord;
+pub use records::{RunConfig, Start, TestReport, now, result_line};
 
 /// Where runs go when `--out` is not given: `runs/<UTC time>` in the current directory.
 pub const RUNS_DIR: &str = "runs";
 
 /// What can go wrong with a run directory.
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// A file operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file could not be written (atomically).
+pub enum RunError {
+    /// A file of the run could not be read or written.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    File(#[from] FileError),
     /// `--out` names a directory that already holds a run.
     #[error(
         "--out {0}: already holds a run (continue it with `trainer train --resume {0}`, or choose another --out)"
@@ -49,41 +44,22 @@ pub enum ReportError {
         /// What is missing.
         why: String,
     },
-    /// A run file does not parse.
-    #[error("{path}: {why}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
-    move |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// Why writing to a run directory may not go on: what a [`Guard`] says.
+pub type GuardError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What must still hold before each write to a run directory: a sweep's claim on the run (a
+/// worker whose claim was taken over must stop writing to it).
+pub trait Guard: Sync {
+    /// Ok while writing may go on; why not otherwise.
+    fn check(&self) -> Result<(), GuardError>;
 }
 
 /// A run directory held by this process (see [`RunDir::lock`]).
 #[derive(Debug)]
 pub struct RunLock {
     _file: std::fs::File,
-}
-
-/// Removes the temporary files a killed process left behind in `dir` (the atomic writes'
-/// `.NAME.tmp-PID-N`); best effort.
-fn remove_temporaries(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
 }
 
 /// A run directory and the names of the files in it.
@@ -95,10 +71,10 @@ pub struct RunDir {
 impl RunDir {
     /// Creates a new run directory: `out` if given (it must not hold a run already), else a
     /// fresh `runs/<UTC time>[-N]`. Never reuses a directory that holds a run.
-    pub fn create(out: Option<&Path>) -> Result<Self, ReportError> {
+    pub fn create(out: Option<&Path>) -> Result<Self, RunError> {
         if let Some(out) = out {
             Self::ensure_free(out)?;
-            std::fs::create_dir_all(out).map_err(io(out))?;
+            std::fs::create_dir_all(out).map_err(io_err(out))?;
             return Ok(Self {
                 path: out.to_path_buf(),
             });
@@ -107,7 +83,7 @@ impl RunDir {
             .to_string()
             .replace(':', "-");
         let base = Path::new(RUNS_DIR);
-        std::fs::create_dir_all(base).map_err(io(base))?;
+        std::fs::create_dir_all(base).map_err(io_err(base))?;
         for n in 1.. {
             let name = if n == 1 {
                 stamp.clone()
@@ -119,25 +95,25 @@ impl RunDir {
             match std::fs::create_dir(&path) {
                 Ok(()) => return Ok(Self { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(&path)(e)),
+                Err(e) => return Err(io_err(&path)(e).into()),
             }
         }
         unreachable!("an unbounded range always yields another name")
     }
 
     /// Fails when `out` already holds a run (cheap: lets a command refuse before it works).
-    pub fn ensure_free(out: &Path) -> Result<(), ReportError> {
+    pub fn ensure_free(out: &Path) -> Result<(), RunError> {
         match Self::at(out).config().exists() {
-            true => Err(ReportError::Exists(out.to_path_buf())),
+            true => Err(RunError::Exists(out.to_path_buf())),
             false => Ok(()),
         }
     }
 
     /// Opens an existing run directory (for `--resume` or `plot`).
-    pub fn open(path: &Path) -> Result<Self, ReportError> {
+    pub fn open(path: &Path) -> Result<Self, RunError> {
         let run = Self::at(path);
         if !Self::is_started(path) {
-            return Err(ReportError::NotARun {
+            return Err(RunError::NotARun {
                 path: path.to_path_buf(),
                 why: "no config.json".into(),
             });
@@ -146,20 +122,20 @@ impl RunDir {
     }
 
     /// Takes the run directory for this process: a second process that tries (a resume of a
-    /// run still going, the same sweep started twice) gets [`ReportError::Busy`]. The lock is
+    /// run still going, the same sweep started twice) gets [`RunError::Busy`]. The lock is
     /// the operating system's on `.lock` and goes with the process, however it ends. Once
     /// it is held, the temporary files a killed process left behind are removed (never those
     /// of a process still writing: it would hold the lock).
-    pub fn lock(&self) -> Result<RunLock, ReportError> {
+    pub fn lock(&self) -> Result<RunLock, RunError> {
         let path = self.path.join(".lock");
-        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        let file = std::fs::File::create(&path).map_err(io_err(&path))?;
         match file.try_lock() {
             Ok(()) => {
-                remove_temporaries(&self.path);
+                files::remove_temporaries(&self.path);
                 Ok(RunLock { _file: file })
             }
-            Err(std::fs::TryLockError::WouldBlock) => Err(ReportError::Busy(self.path.clone())),
-            Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Busy(self.path.clone())),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e).into()),
         }
     }
 
@@ -241,17 +217,17 @@ impl RunDir {
     }
 
     /// Reads `config.json`.
-    pub fn read_config(&self) -> Result<RunConfig, ReportError> {
-        read_json(&self.config())
+    pub fn read_config(&self) -> Result<RunConfig, RunError> {
+        Ok(files::read_json(&self.config())?)
     }
 
     /// Writes `config.json`.
-    pub fn write_config(&self, config: &RunConfig) -> Result<(), ReportError> {
-        write_json(&self.config(), config)
+    pub fn write_config(&self, config: &RunConfig) -> Result<(), RunError> {
+        Ok(files::write_json(&self.config(), config)?)
     }
 
     /// Rewrites `history.csv` and `history.jsonl` from the full history.
-    pub fn write_history(&self, history: &[EpochRecord]) -> Result<(), ReportError> {
+    pub fn write_history(&self, history: &[EpochRecord]) -> Result<(), RunError> {
         atomic_write(&self.history_csv(), |f| {
             writeln!(
                 f,
@@ -286,130 +262,47 @@ impl RunDir {
     }
 
     /// Reads the history back from `history.jsonl`.
-    pub fn read_history(&self) -> Result<Vec<EpochRecord>, ReportError> {
+    pub fn read_history(&self) -> Result<Vec<EpochRecord>, RunError> {
         let path = self.history_jsonl();
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
         text.lines()
             .enumerate()
             .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| ReportError::Parse {
-                    path: path.clone(),
-                    why: format!("line {}: {e}", i + 1),
-                })
+                serde_json::from_str(line)
+                    .map_err(|e| files::corrupt(&path, format!("line {}: {e}", i + 1)).into())
             })
             .collect()
     }
 
     /// Writes `test.json`.
-    pub fn write_test(&self, report: &TestReport) -> Result<(), ReportError> {
-        write_json(&self.test(), report)
+    pub fn write_test(&self, report: &TestReport) -> Result<(), RunError> {
+        Ok(files::write_json(&self.test(), report)?)
     }
 
     /// Reads `test.json`.
-    pub fn read_test(&self) -> Result<TestReport, ReportError> {
-        read_json(&self.test())
+    pub fn read_test(&self) -> Result<TestReport, RunError> {
+        Ok(files::read_json(&self.test())?)
     }
-}
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
-    atomic_write(path, |f| {
-        serde_json::to_writer_pretty(&mut *f, value)?;
-        writeln!(f)
-    })?;
-    Ok(())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ReportError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| ReportError::Parse {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })
-}
-
-/// One start of a run (the first, or a resume).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Start {
-    /// When, as RFC 3339 UTC.
-    pub at: String,
-    /// The command line.
-    pub args: Vec<String>,
-    /// The device trained on.
-    pub device: DeviceInfo,
-    /// Epochs already done at this start.
-    pub from_epoch: usize,
-}
-
-/// `config.json`: everything needed to know, and to continue, what a run did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
-    /// `trainer`'s version.
-    pub trainer_version: String,
-    /// The recipe.
-    pub recipe: TrainConfig,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// Batches prepared ahead of the step.
-    pub prefetch: usize,
-    /// Which checkpoints are kept.
-    pub keep: String,
-    /// Every start of the run, first first.
-    pub starts: Vec<Start>,
-}
-
-/// `test.json`, and what `evaluate --json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestReport {
-    /// The model file evaluated.
-    pub model: PathBuf,
-    /// Loss and accuracy.
-    pub metrics: Metrics,
-    /// Per-class precision, recall and accuracy.
-    pub per_class: Vec<ClassStats>,
-    /// The confusion matrix.
-    pub confusion: Confusion,
-}
-
-impl TestReport {
-    /// The report of `metrics` and the confusion of `truth` vs `predicted`.
-    pub fn new(model: &Path, metrics: Metrics, truth: &[u8], predicted: &[u8]) -> Self {
-        let confusion = Confusion::new(truth, predicted);
-        Self {
-            model: model.to_path_buf(),
-            metrics,
-            per_class: confusion.per_class(),
-            confusion,
+    /// The model file `--model PATH` names: PATH itself, or for a run directory its final
+    /// model (its best one by validation accuracy with `best`).
+    pub fn model_file(path: &Path, best: bool) -> PathBuf {
+        if !path.is_dir() {
+            return path.to_path_buf();
+        }
+        let run = Self::at(path);
+        if best {
+            run.best_model()
+        } else {
+            run.final_model()
         }
     }
-
-    /// The report as a terminal table.
-    pub fn table(&self) -> String {
-        format!(
-            "test loss {:.4}, accuracy {:.4} on {} images\n\n{}",
-            self.metrics.loss,
-            self.metrics.accuracy,
-            self.metrics.count,
-            self.confusion.table()
-        )
-    }
-}
-
-/// The plain line a script reads from stdout at the end of a run.
-pub fn result_line(test: &Metrics) -> String {
-    format!(
-        "test_loss={:.4} test_acc={:.4} test_images={}",
-        test.loss, test.accuracy, test.count
-    )
-}
-
-/// The current time as RFC 3339 UTC, for the records.
-pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     #[test]
     fn result_line_is_key_value() {
@@ -464,11 +357,11 @@ mod tests {
         std::fs::write(run.config(), "{}").unwrap();
         assert!(matches!(
             RunDir::create(Some(&out)),
-            Err(ReportError::Exists(_))
+            Err(RunError::Exists(_))
         ));
         assert!(matches!(
             RunDir::open(&dir.path().join("nothing")),
-            Err(ReportError::NotARun { .. })
+            Err(RunError::NotARun { .. })
         ));
     }
 }

@@ -1,23 +1,19 @@
 //! Evaluation: loss, accuracy and each image's predicted digit, on validation or test images.
 
-use tracing::debug;
-
 use super::TrainError;
+use super::{Feed, StepMethod};
+use crate::backend::read::read_ints;
 use crate::backend::with_subnormals_flushed;
 use crate::batch::EVAL_BATCH;
 use crate::data::DataError;
-use crate::gpu::fused::FusedError;
-use crate::gpu::gather::GatherMethod;
-use crate::loader::{Assembler, Feed, Loader, StepMethod};
-use crate::metrics::{
-    Accumulator, Metrics, RunningSums, read_ints, weighted_correct, weighted_nll_sum,
-};
+use crate::loader::{Assembler, Loader};
+use crate::metrics::{Accumulator, Metrics, RunningSums, weighted_correct, weighted_nll_sum};
 use crate::model::Model;
 
 /// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
-/// batches, and each image's predicted digit. On a wgpu device with the data resident for
-/// the WGSL kernels and the fused step asked for, by the fused step's forward kernels;
-/// otherwise by burn's.
+/// batches, and each image's predicted digit: by the fused step's forward kernels when the
+/// run takes the fused step (`feed.step`, as [`super::decide_step`] settled it), otherwise by
+/// burn's.
 pub fn evaluate(
     model: &Model,
     data: &Assembler,
@@ -34,14 +30,11 @@ fn evaluate_flushed(
     if data.is_empty() {
         return Err(DataError::Split("there are no images to evaluate on".into()).into());
     }
-    if let Assembler::Resident(resident, None) = data
-        && resident.method() == GatherMethod::Kernel
-        && feed.step == StepMethod::Fused
+    // The run took the fused step: its forward kernels evaluate on the resident images.
+    if feed.step == StepMethod::Fused
+        && let Assembler::Resident(resident, None) = data
     {
-        match crate::gpu::fused::evaluate(model, resident) {
-            Err(FusedError::Model(why)) => debug!(reason = %why, "burn's generic evaluation"),
-            done => return Ok(done?),
-        }
+        return Ok(crate::gpu::fused::evaluate(model, resident)?);
     }
     let prefetch = feed.prefetch;
     let mut sums = Accumulator::default();

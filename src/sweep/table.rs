@@ -1,119 +1,16 @@
-//! Hyper-parameter experiments: a grid over training flags, each point trained in its own run
-//! directory under one sweep directory, then a results table (Markdown and CSV) and a plot of
-//! every run's validation accuracy. Running the same command again resumes: finished runs are
-//! read back, unfinished ones continue from their checkpoint.
+//! A sweep's tables (`results.md`, `results.csv`) and curves (`validation_curves.png/svg`),
+//! rebuilt from its run directories by whichever worker finishes a point.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::Architecture;
-use crate::recipe::TrainConfig;
-use crate::report::{ReportError, RunDir};
+use super::claims::Claims;
+use super::{Point, SweepError, run_path};
+use crate::files;
+use crate::interrupts::Interrupts;
+use crate::plot;
+use crate::run::{RunDir, RunError};
 use crate::session::EpochRecord;
 
-/// One point of the grid: the values of the swept flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    /// Network.
-    pub model: Architecture,
-    /// MLP hidden widths.
-    pub hidden: Vec<usize>,
-    /// Learning rate.
-    pub lr: f64,
-    /// Batch size.
-    pub batch_size: u32,
-    /// Epochs (`None`: the model's default).
-    pub epochs: Option<u32>,
-    /// Seed.
-    pub seed: u64,
-}
-
-impl Point {
-    /// A file-name-safe label that names the point's run directory: its recipe and its seed.
-    pub fn label(&self) -> String {
-        format!("{}-s{}", self.recipe(), self.seed)
-    }
-
-    /// The label without the seed: runs that differ only by seed share it.
-    pub fn recipe(&self) -> String {
-        let hidden = match self.model {
-            Architecture::Mlp => format!(
-                "-h{}",
-                self.hidden
-                    .iter()
-                    .map(|w| w.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x")
-            ),
-            Architecture::Cnn => String::new(),
-        };
-        let epochs = self.epochs.map_or(String::new(), |e| format!("-e{e}"));
-        format!(
-            "{}{hidden}-lr{}-b{}{epochs}",
-            self.model, self.lr, self.batch_size
-        )
-    }
-}
-
-/// `sweep.json`: what a sweep directory is for, so that a worker started with another grid or
-/// other training flags on it is refused, and `--report` knows the points.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepRecord {
-    /// The version of `trainer` that started the sweep.
-    pub trainer_version: String,
-    /// The grid's points, in order.
-    pub points: Vec<Point>,
-    /// The training flags every run gets (after `--`), as given.
-    pub common: Vec<String>,
-    /// The recipe those flags make (before each point's values): what must match. Flags that
-    /// are not the recipe's (the data directory, the backend, logging) may differ between
-    /// workers, as machines differ.
-    pub recipe: TrainConfig,
-}
-
-impl SweepRecord {
-    /// How `self` (the recorded sweep) differs from `asked`, in words, if it does: the points
-    /// in one grid and not the other (the same points in another order are the same grid),
-    /// else each recipe field that differs, by its flag.
-    pub fn difference(&self, asked: &SweepRecord) -> Option<String> {
-        let only = |a: &SweepRecord, b: &SweepRecord| -> Vec<String> {
-            a.points
-                .iter()
-                .filter(|p| !b.points.contains(p))
-                .map(Point::label)
-                .collect()
-        };
-        let (recorded_only, asked_only) = (only(self, asked), only(asked, self));
-        if !recorded_only.is_empty() || !asked_only.is_empty() {
-            return Some(format!(
-                "another grid (only in the record: {}; only asked: {})",
-                some_labels(&recorded_only),
-                some_labels(&asked_only)
-            ));
-        }
-        let fields = self.recipe.differences(&asked.recipe);
-        (!fields.is_empty()).then(|| {
-            let fields: Vec<String> = fields
-                .iter()
-                .map(|d| format!("{}: recorded {}, asked {}", d.flag, d.recorded, d.asked))
-                .collect();
-            format!("other training flags ({})", fields.join("; "))
-        })
-    }
-}
-
-/// Up to five labels, then how many more; "none" for none.
-fn some_labels(labels: &[String]) -> String {
-    const SHOWN: usize = 5;
-    match labels.len() {
-        0 => "none".into(),
-        n if n <= SHOWN => labels.join(", "),
-        n => format!("{} ({} more)", labels[..SHOWN].join(", "), n - SHOWN),
-    }
-}
-
-/// The lines that follow a sweep's tables while it is not complete: points given up, and how
 /// many are still to run.
 pub fn unfinished(failed: &[(String, String)], pending: usize) -> String {
     let mut out = String::new();
@@ -152,7 +49,7 @@ pub struct Row {
 
 impl Row {
     /// Reads the finished run directory of `point`.
-    pub fn read(point: &Point, run: &RunDir) -> Result<Self, ReportError> {
+    pub fn read(point: &Point, run: &RunDir) -> Result<Self, RunError> {
         let history = run.read_history()?;
         let test = run.read_test()?;
         let best_val = history
@@ -307,60 +204,67 @@ fn sorted(rows: &[Row]) -> Vec<&Row> {
 }
 
 /// Where a sweep's run for `point` lives.
-pub fn run_path(sweep: &Path, point: &Point) -> PathBuf {
-    sweep.join(point.label())
+/// Which points are finished and which given up: what a table is built from.
+fn state(out: &Path, points: &[Point], claims: &Claims, max: usize) -> Vec<(bool, Option<String>)> {
+    points
+        .iter()
+        .map(|p| {
+            (
+                RunDir::is_finished(&run_path(out, p)),
+                claims.given_up(&p.label(), max),
+            )
+        })
+        .collect()
+}
+
+/// Rebuilds `results.md`, `results.csv` and the curves from the run directories, each written
+/// atomically; returns the Markdown and how many points were given up (after `max` failures),
+/// or `None` when a stop was asked for. Workers rebuild concurrently, so after writing it
+/// looks again and rebuilds if a point finished meanwhile: the last tables written are always
+/// those of every point finished before them.
+pub fn rebuild(
+    out: &Path,
+    points: &[Point],
+    claims: &Claims,
+    max: usize,
+    interrupts: &Interrupts,
+) -> Result<Option<(String, usize)>, SweepError> {
+    loop {
+        if interrupts.requested() {
+            return Ok(None);
+        }
+        let seen = state(out, points, claims, max);
+        let mut rows = Vec::new();
+        let mut failed = Vec::new();
+        let mut pending = 0;
+        for (point, (finished, given_up)) in points.iter().zip(&seen) {
+            match (finished, given_up) {
+                // Read only: `RunDir::open` would clear temporary files its worker is writing.
+                (true, _) => rows.push(Row::read(point, &RunDir::at(&run_path(out, point)))?),
+                (false, Some(why)) => failed.push((point.label(), why.clone())),
+                (false, None) => pending += 1,
+            }
+        }
+        let markdown = markdown(&rows) + &unfinished(&failed, pending);
+        files::atomic_write_bytes(&out.join("results.md"), markdown.as_bytes())?;
+        files::atomic_write_bytes(&out.join("results.csv"), csv(&rows).as_bytes())?;
+        let curves: Vec<(String, Vec<_>)> = rows
+            .iter()
+            .map(|r| (r.label.clone(), r.history.clone()))
+            .collect();
+        if !curves.is_empty() {
+            plot::sweep_curves(&curves, &out.join("validation_curves"))?;
+        }
+        if state(out, points, claims, max) == seen {
+            return Ok(Some((markdown, failed.len())));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(lrs: &[f64], recipe: TrainConfig) -> SweepRecord {
-        let point = |lr| Point {
-            model: Architecture::Mlp,
-            hidden: vec![30, 10],
-            lr,
-            batch_size: 32,
-            epochs: None,
-            seed: 42,
-        };
-        SweepRecord {
-            trainer_version: "0".into(),
-            points: lrs.iter().copied().map(point).collect(),
-            common: Vec::new(),
-            recipe,
-        }
-    }
-
-    /// Another grid is named by the points in one and not the other (five a side at most);
-    /// the same points in another order are the same grid; another recipe by its flags.
-    #[test]
-    fn a_differing_sweep_is_named_by_what_differs() {
-        let base = TrainConfig::default();
-        let recorded = record(&[0.001, 0.002, 0.003, 0.004], base.clone());
-        let asked = record(&[0.001, 0.002, 0.003, 0.005], base.clone());
-        assert_eq!(
-            recorded.difference(&asked).unwrap(),
-            "another grid (only in the record: mlp-h30x10-lr0.004-b32-s42; only asked: mlp-h30x10-lr0.005-b32-s42)"
-        );
-        let reordered = record(&[0.004, 0.003, 0.002, 0.001], base.clone());
-        assert_eq!(recorded.difference(&reordered), None);
-        let many: Vec<f64> = (1..=8).map(|i| i as f64).collect();
-        let why = recorded.difference(&record(&many, base.clone())).unwrap();
-        assert!(why.ends_with("mlp-h30x10-lr5-b32-s42 (3 more))"), "{why}");
-        let other = TrainConfig {
-            lr: 0.005,
-            train_limit: Some(500),
-            ..base.clone()
-        };
-        let why = recorded
-            .difference(&record(&[0.001, 0.002, 0.003, 0.004], other))
-            .unwrap();
-        assert_eq!(
-            why,
-            "other training flags (--lr: recorded 0.001, asked 0.005; --train-limit: recorded none, asked 500)"
-        );
-    }
     #[test]
     fn tables_put_the_best_first() {
         let row = |label: &str, test_acc| Row {

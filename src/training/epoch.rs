@@ -4,10 +4,11 @@
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::Feed;
 use super::{Observer, TrainError};
 use crate::batch::{Batch, Shift};
 use crate::gpu::fused::FusedStep;
-use crate::loader::{Assembler, Feed, Loader, LoaderError};
+use crate::loader::{Assembler, Loader, LoaderError};
 use crate::metrics::{Accumulator, weighted_correct, weighted_nll_sum, weighted_uniform_ce_sum};
 use crate::recipe::TrainConfig;
 use crate::rng;

@@ -1,0 +1,90 @@
+//! The run's records: `config.json` (the recipe and every start), `test.json` (the test
+//! result), and the plain result line on stdout.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::DeviceInfo;
+use crate::metrics::{ClassStats, Confusion, Metrics};
+use crate::recipe::TrainConfig;
+
+/// One start of a run (the first, or a resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// When, as RFC 3339 UTC.
+    pub at: String,
+    /// The command line.
+    pub args: Vec<String>,
+    /// The device trained on.
+    pub device: DeviceInfo,
+    /// Epochs already done at this start.
+    pub from_epoch: usize,
+}
+
+/// `config.json`: everything needed to know, and to continue, what a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `trainer`'s version.
+    pub trainer_version: String,
+    /// The recipe.
+    pub recipe: TrainConfig,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Batches prepared ahead of the step.
+    pub prefetch: usize,
+    /// Which checkpoints are kept.
+    pub keep: String,
+    /// Every start of the run, first first.
+    pub starts: Vec<Start>,
+}
+
+/// `test.json`, and what `evaluate --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// The model file evaluated.
+    pub model: PathBuf,
+    /// Loss and accuracy.
+    pub metrics: Metrics,
+    /// Per-class precision, recall and accuracy.
+    pub per_class: Vec<ClassStats>,
+    /// The confusion matrix.
+    pub confusion: Confusion,
+}
+
+impl TestReport {
+    /// The report of `metrics` and the confusion of `truth` vs `predicted`.
+    pub fn new(model: &Path, metrics: Metrics, truth: &[u8], predicted: &[u8]) -> Self {
+        let confusion = Confusion::new(truth, predicted);
+        Self {
+            model: model.to_path_buf(),
+            metrics,
+            per_class: confusion.per_class(),
+            confusion,
+        }
+    }
+
+    /// The report as a terminal table.
+    pub fn table(&self) -> String {
+        format!(
+            "test loss {:.4}, accuracy {:.4} on {} images\n\n{}",
+            self.metrics.loss,
+            self.metrics.accuracy,
+            self.metrics.count,
+            self.confusion.table()
+        )
+    }
+}
+
+/// The plain line a script reads from stdout at the end of a run.
+pub fn result_line(test: &Metrics) -> String {
+    format!(
+        "test_loss={:.4} test_acc={:.4} test_images={}",
+        test.loss, test.accuracy, test.count
+    )
+}
+
+/// The current time as RFC 3339 UTC, for the records.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
