@@ -1,12 +1,12 @@
-// Gathers a batch of MNIST images and labels from a split resident on the device, shifts and
+// Gathers a batch of images and labels from a split resident on the device, shifts and
 // scales the pixels, straight into the tensors the model reads: one dispatch per batch.
-// (pixels.wgsl, prepended, reads the pixels.)
+// (pixels.wgsl, prepended, reads the pixels, and binds the split's later chunks after these.)
 //
-// images:  the whole split, u8 pixels packed four to a u32; uploaded once.
+// images:  the split (its first chunk), u8 pixels packed four to a u32; uploaded once.
 // labels:  the split's labels, one u32 each; uploaded once.
 // rows:    {{ rows }} image numbers, then {{ rows }} shifts (see pixels.wgsl); a number >=
 //          {{ count }} is a padding row (the last, short batch): zero pixels, label 0, weight 0.
-// pixels:  out, [{{ rows }}, PIXELS] f32, pixel / 255.
+// pixels:  out, [{{ rows }}, PIXELS] f32, byte / 255.
 // targets: out, [{{ rows }}] i32 labels.
 // weights: out, [{{ rows }}] f32, 1 for a real row, 0 for padding.
 //
@@ -39,6 +39,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let real = image < COUNT;
     let base = row * PIXELS + first;
     for (var k = 0u; k < 4u; k++) {
+        if (first + k >= PIXELS) {
+            break;
+        }
         var value = 0.0;
         if (real) {
             value = pixel(image, shift, first + k);

@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::backend::read::{ReadError, read_floats, read_ints};
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Split};
+use crate::data::Split;
 use crate::rng::random_bits;
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.
@@ -15,7 +15,7 @@ pub const EVAL_BATCH: usize = 1000;
 /// One batch on the device.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Pixels / 255, `[batch_size, 784]`.
+    /// Pixels / 255, `[batch_size, pixels]` (each image planar: channel, row, column).
     pub images: Tensor<2>,
     /// Digits, `[batch_size]` (0 in padding rows).
     pub labels: Tensor<1, Int>,
@@ -49,7 +49,7 @@ impl Batch {
 }
 
 /// Random shifts of training images (light augmentation): each image moves by up to `max`
-/// pixels along each axis, the gap filled with background. The shift of image `i` is a pure
+/// pixels along each axis (every channel alike), the gap filled with black. The shift of image `i` is a pure
 /// function of (`stream`, `i`), so a pass is reproducible and a resumed run sees the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shift {
@@ -79,12 +79,14 @@ pub fn make_batch(
     device: &Device,
     shift: Option<Shift>,
 ) -> Batch {
-    let mut pixels = vec![0f32; batch_size * IMAGE_PIXELS];
+    let shape = split.shape;
+    let size = shape.pixels();
+    let mut pixels = vec![0f32; batch_size * size];
     let mut labels = vec![0i64; batch_size];
     let mut weights = vec![0f32; batch_size];
     for (row, &i) in indices.iter().enumerate() {
         let i = i as usize;
-        let dst = &mut pixels[row * IMAGE_PIXELS..(row + 1) * IMAGE_PIXELS];
+        let dst = &mut pixels[row * size..(row + 1) * size];
         let src = split.image(i);
         match shift.map(|s| s.of(i)) {
             None | Some((0, 0)) => {
@@ -93,23 +95,27 @@ pub fn make_batch(
                 }
             }
             Some((dx, dy)) => {
-                let side = IMAGE_SIDE as isize;
-                for y in 0..side {
-                    for x in 0..side {
-                        let (sx, sy) = (x - dx, y - dy);
-                        if (0..side).contains(&sx) && (0..side).contains(&sy) {
-                            dst[(y * side + x) as usize] =
-                                f32::from(src[(sy * side + sx) as usize]) / 255.0;
+                let (h, w) = (shape.height as isize, shape.width as isize);
+                let plane = (h * w) as usize;
+                for c in 0..shape.channels {
+                    let (dst, src) = (&mut dst[c * plane..], &src[c * plane..]);
+                    for y in 0..h {
+                        for x in 0..w {
+                            let (sx, sy) = (x - dx, y - dy);
+                            if (0..w).contains(&sx) && (0..h).contains(&sy) {
+                                dst[(y * w + x) as usize] =
+                                    f32::from(src[(sy * w + sx) as usize]) / 255.0;
+                            }
                         }
                     }
                 }
             }
         }
-        labels[row] = i64::from(split.labels[i]);
+        labels[row] = i64::from(split.labels()[i]);
         weights[row] = 1.0;
     }
     Batch {
-        images: Tensor::from_data(TensorData::new(pixels, [batch_size, IMAGE_PIXELS]), device),
+        images: Tensor::from_data(TensorData::new(pixels, [batch_size, size]), device),
         labels: Tensor::from_data(TensorData::new(labels, [batch_size]), device),
         weights: Tensor::from_data(TensorData::new(weights, [batch_size]), device),
         real: indices.len(),
@@ -132,13 +138,13 @@ mod tests {
         }
         assert_eq!(seen.len(), 25, "every shift in -2..=2 squared occurs");
         // A single lit pixel moves by exactly the image's shift.
-        let mut image = vec![0u8; IMAGE_PIXELS];
-        image[14 * IMAGE_SIDE + 14] = 255;
-        let one = Split::new(image, vec![3]).unwrap();
+        let mut image = vec![0u8; 784];
+        image[14 * 28 + 14] = 255;
+        let one = Split::new(image, vec![3], crate::data::ImageShape::MNIST).unwrap();
         let batch = make_batch(&one, &[0], 1, &Device::flex(), Some(shift));
         let pixels = batch.read().unwrap().pixels;
         let (dx, dy) = shift.of(0);
-        let lit = ((14 + dy) * IMAGE_SIDE as isize + 14 + dx) as usize;
+        let lit = ((14 + dy) * 28 + 14 + dx) as usize;
         assert_eq!(pixels[lit], 1.0);
         assert_eq!(pixels.iter().sum::<f32>(), 1.0);
     }

@@ -7,8 +7,6 @@
 //! Both are written atomically (see [`crate::files::atomic_write`]): a crash, a full disk or a
 //! second Ctrl-C mid-write leaves the previous file intact.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::Path;
 
 use burn::module::Module;
@@ -16,174 +14,17 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::files::{FileError, atomic_write_bytes, corrupt, io_err};
+use crate::data::DataInfo;
+use crate::files::container::{
+    CHECKPOINT_MAGIC, MODEL_MAGIC, read_container_file, write_container,
+};
+use crate::files::{FileError, atomic_write, corrupt};
 use crate::model::{Architecture, Model};
 use crate::recipe::{TrainConfig, optimizer};
 use crate::session::{Session, TrainingRecord};
 
-const MODEL_MAGIC: &[u8; 8] = b"TRNRMDL1";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"TRNRCKP1";
-
-/// Lays out a container: magic, header length, JSON header, section count, sections, CRC-32.
-fn encode(magic: &[u8; 8], header: &[u8], sections: &[&[u8]]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(32 + header.len() + sections.iter().map(|s| s.len() + 8).sum::<usize>());
-    out.extend_from_slice(magic);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(header);
-    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
-    for s in sections {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s);
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// The most header bytes a container may promise: a checkpoint's JSON header holds the run's
-/// history, a few hundred bytes an epoch.
-const MAX_HEADER_BYTES: u64 = 64 << 20;
-/// The most sections a container may promise (a checkpoint has two).
-const MAX_SECTIONS: u32 = 8;
-/// The most bytes one section may promise (a model of a billion parameters' optimizer state).
-const MAX_SECTION_BYTES: u64 = 8 << 30;
-
-/// A container read from a stream: its JSON header and its sections.
-struct Container {
-    magic: [u8; 8],
-    header: Vec<u8>,
-    sections: Vec<Vec<u8>>,
-}
-
-/// What stops reading a container.
-#[derive(Debug)]
-enum ReadFail {
-    /// The bytes are not a container of the expected kind, or are damaged.
-    Corrupt(String),
-    /// The stream itself failed.
-    Io(std::io::Error),
-}
-
-impl From<std::io::Error> for ReadFail {
-    fn from(e: std::io::Error) -> Self {
-        ReadFail::Io(e)
-    }
-}
-
-/// A reader that keeps a CRC-32 of what passes through it.
-struct Crc<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-}
-
-impl<R: Read> Read for Crc<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Names a file by its magic.
-fn kind(magic: &[u8]) -> &'static str {
-    match magic {
-        m if m == MODEL_MAGIC => "a trainer model file",
-        m if m == CHECKPOINT_MAGIC => "a trainer checkpoint",
-        _ => "not a trainer file",
-    }
-}
-
-/// Reads exactly `n` bytes, or says that the file ends before them. Memory grows with the
-/// bytes that arrive, not with what a damaged length field promises.
-fn take(reader: &mut impl Read, n: u64, what: &str) -> Result<Vec<u8>, ReadFail> {
-    let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
-    reader.take(n).read_to_end(&mut out)?;
-    if (out.len() as u64) < n {
-        return Err(ReadFail::Corrupt(format!(
-            "truncated: the file ends inside its {what}"
-        )));
-    }
-    Ok(out)
-}
-
-fn take_u64(reader: &mut impl Read, what: &str) -> Result<u64, ReadFail> {
-    let bytes = take(reader, 8, what)?;
-    Ok(u64::from_le_bytes(bytes.try_into().unwrap_or([0xff; 8])))
-}
-
-/// Reads a container (magic, header length, JSON header, section count, sections, CRC-32)
-/// no further than its lengths promise, plus one byte to tell trailing data. `accept` lists
-/// the magics the caller takes.
-fn read_container(reader: impl Read, accept: &[&[u8; 8]]) -> Result<Container, ReadFail> {
-    let corrupt = |m: String| Err(ReadFail::Corrupt(m));
-    let mut r = Crc {
-        inner: reader,
-        hasher: crc32fast::Hasher::new(),
-    };
-    // A file shorter than the tag is not a trainer file; a failing read stays what it is.
-    let magic: [u8; 8] = take(&mut r, 8, "magic tag")
-        .map_err(|e| match e {
-            ReadFail::Corrupt(_) => {
-                ReadFail::Corrupt("too short: truncated or not a trainer file".into())
-            }
-            io => io,
-        })?
-        .try_into()
-        .unwrap_or([0; 8]);
-    if !accept.contains(&&magic) {
-        return corrupt(format!("{}, expected {}", kind(&magic), kind(accept[0])));
-    }
-    let header_len = take_u64(&mut r, "header length")?;
-    if header_len > MAX_HEADER_BYTES {
-        return corrupt(format!(
-            "damaged: header length {header_len} is past the limit of {MAX_HEADER_BYTES}"
-        ));
-    }
-    let header = take(&mut r, header_len, "header")?;
-    let count = u32::from_le_bytes(
-        take(&mut r, 4, "section count")?
-            .try_into()
-            .unwrap_or([0xff; 4]),
-    );
-    if count > MAX_SECTIONS {
-        return corrupt(format!("damaged: {count} sections, at most {MAX_SECTIONS}"));
-    }
-    let mut sections = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let n = take_u64(&mut r, "section length")?;
-        if n > MAX_SECTION_BYTES {
-            return corrupt(format!(
-                "damaged: section length {n} is past the limit of {MAX_SECTION_BYTES}"
-            ));
-        }
-        sections.push(take(&mut r, n, "data")?);
-    }
-    let computed = r.hasher.clone().finalize();
-    let stored = take(&mut r.inner, 4, "checksum")?;
-    if computed != u32::from_le_bytes(stored.try_into().unwrap_or([0; 4])) {
-        return corrupt("checksum mismatch: the file is truncated or corrupted".into());
-    }
-    if r.inner.read(&mut [0u8; 1])? > 0 {
-        return corrupt("damaged: data continues past the end of the container".into());
-    }
-    Ok(Container {
-        magic,
-        header,
-        sections,
-    })
-}
-
-/// Opens and reads the container at `path`.
-fn read_container_file(path: &Path, accept: &[&[u8; 8]]) -> Result<Container, FileError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    read_container(BufReader::new(file), accept).map_err(|e| match e {
-        ReadFail::Corrupt(problem) => corrupt(path, problem),
-        ReadFail::Io(e) => io_err(path)(e),
-    })
-}
-
-/// What a model file says about its model, enough to rebuild it before loading the weights.
+/// What a model file says about its model, enough to rebuild it before loading the weights,
+/// and what it was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelHeader {
     /// Which network: `"mlp"` or `"cnn"`.
@@ -192,15 +33,20 @@ pub struct ModelHeader {
     pub hidden: Vec<usize>,
     /// The version of `trainer` that wrote the file.
     pub trainer_version: String,
+    /// The data it was trained on: input shape, class names, how pictures are prepared
+    /// (files written before these were MNIST's).
+    #[serde(default = "DataInfo::mnist")]
+    pub data: DataInfo,
 }
 
 impl ModelHeader {
-    /// The header of `model`.
-    pub fn of(model: &Model) -> Self {
+    /// The header of `model`, trained on `data`.
+    pub fn of(model: &Model, data: &DataInfo) -> Self {
         Self {
             architecture: model.architecture(),
             hidden: model.hidden(),
             trainer_version: env!("CARGO_PKG_VERSION").into(),
+            data: data.clone(),
         }
     }
 }
@@ -225,7 +71,7 @@ fn load_weights(
     // A header may describe a network far larger than its weights; check before building it.
     let needed = header
         .architecture
-        .parameter_count(&header.hidden)
+        .parameter_count(&header.hidden, &header.data)
         .saturating_mul(4);
     if needed > weights.len() as u64 {
         return Err(corrupt(
@@ -237,7 +83,7 @@ fn load_weights(
             ),
         ));
     }
-    let blank = Model::new(header.architecture, &header.hidden, 0, device)
+    let blank = Model::new(header.architecture, &header.hidden, &header.data, 0, device)
         .map_err(|e| corrupt(path, e.to_string()))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights))
         .map_err(|e| corrupt(path, format!("model weights: {e}")))?;
@@ -254,11 +100,13 @@ fn load_weights(
 }
 
 /// Saves `model` (architecture and weights) to `path`, atomically.
-pub fn save_model(model: &Model, path: &Path) -> Result<(), FileError> {
-    let header =
-        serde_json::to_vec(&ModelHeader::of(model)).map_err(|e| corrupt(path, e.to_string()))?;
+pub fn save_model(model: &Model, data: &DataInfo, path: &Path) -> Result<(), FileError> {
+    let header = serde_json::to_vec(&ModelHeader::of(model, data))
+        .map_err(|e| corrupt(path, e.to_string()))?;
     let weights = model_bytes(model, path)?;
-    atomic_write_bytes(path, &encode(MODEL_MAGIC, &header, &[&weights]))
+    atomic_write(path, |f| {
+        write_container(f, MODEL_MAGIC, &header, &[&weights])
+    })
 }
 
 /// Loads a model file onto `device` (any backend: the weights are backend-neutral). A
@@ -295,7 +143,7 @@ pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), FileError> 
         progress: &'a TrainingRecord,
     }
     let header = serde_json::to_vec(&Header {
-        model: ModelHeader::of(&session.model),
+        model: ModelHeader::of(&session.model, &session.data),
         progress: &session.record,
     })
     .map_err(|e| corrupt(path, e.to_string()))?;
@@ -304,10 +152,9 @@ pub fn save_checkpoint(path: &Path, session: &Session) -> Result<(), FileError> 
         .optimizer
         .into_bytes()
         .map_err(|e| corrupt(path, format!("serialising the optimizer: {e}")))?;
-    atomic_write_bytes(
-        path,
-        &encode(CHECKPOINT_MAGIC, &header, &[&weights, &optim[..]]),
-    )
+    atomic_write(path, |f| {
+        write_container(f, CHECKPOINT_MAGIC, &header, &[&weights, &optim[..]])
+    })
 }
 
 /// Reads a checkpoint back into a session on `device` (a plain device: the model gets autodiff
@@ -339,6 +186,7 @@ pub fn load_checkpoint(
         model,
         optimizer,
         record: header.progress,
+        data: header.model.data,
     })
 }
 
@@ -346,72 +194,6 @@ pub fn load_checkpoint(
 mod tests {
     use super::*;
     use burn::tensor::Tensor;
-
-    fn decode(magic: &[u8; 8], bytes: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
-        match read_container(bytes, &[magic]) {
-            Ok(c) => Ok((c.header, c.sections)),
-            Err(ReadFail::Corrupt(m)) => Err(m),
-            Err(ReadFail::Io(e)) => Err(e.to_string()),
-        }
-    }
-
-    #[test]
-    fn container_round_trips_and_detects_damage() {
-        let bytes = encode(MODEL_MAGIC, b"{}", &[b"abc", b""]);
-        let (h, s) = decode(MODEL_MAGIC, &bytes).unwrap();
-        assert_eq!((h, s), (b"{}".to_vec(), vec![b"abc".to_vec(), vec![]]));
-        for cut in 0..bytes.len() {
-            assert!(decode(MODEL_MAGIC, &bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        for at in 0..bytes.len() {
-            let mut flipped = bytes.clone();
-            flipped[at] ^= 1;
-            assert!(decode(MODEL_MAGIC, &flipped).is_err(), "flip at {at}");
-        }
-        let mut flipped = bytes.clone();
-        flipped[30] ^= 1; // the "a" of "abc": only the checksum can tell
-        assert!(
-            decode(MODEL_MAGIC, &flipped)
-                .unwrap_err()
-                .contains("checksum")
-        );
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(
-            decode(MODEL_MAGIC, &longer)
-                .unwrap_err()
-                .contains("continues past")
-        );
-        assert!(
-            decode(CHECKPOINT_MAGIC, &bytes)
-                .unwrap_err()
-                .contains("a trainer model file, expected a trainer checkpoint")
-        );
-    }
-
-    /// A container is read no further than its lengths promise (and one byte to tell trailing
-    /// data), and a damaged length costs no memory it does not have data for.
-    #[test]
-    fn reading_stops_at_what_the_lengths_promise() {
-        use crate::test_support::Endless;
-        let bytes = encode(MODEL_MAGIC, b"{}", &[b"abc"]);
-        let mut reader = std::io::Cursor::new(bytes).chain(Endless(0));
-        assert!(matches!(
-            read_container(&mut reader, &[MODEL_MAGIC]),
-            Err(ReadFail::Corrupt(m)) if m.contains("continues past")
-        ));
-        assert!(reader.into_inner().1.0 <= 8192);
-        // A section that promises the limit, followed by only a little data.
-        let mut bytes = MODEL_MAGIC.to_vec();
-        bytes.extend_from_slice(&0u64.to_le_bytes());
-        bytes.extend_from_slice(&1u32.to_le_bytes());
-        bytes.extend_from_slice(&MAX_SECTION_BYTES.to_le_bytes());
-        bytes.extend_from_slice(&[0; 100]);
-        assert!(matches!(
-            read_container(&bytes[..], &[MODEL_MAGIC]),
-            Err(ReadFail::Corrupt(m)) if m.contains("truncated")
-        ));
-    }
 
     proptest::proptest! {
         /// Random bytes, and random damage to a real model file, give an error or a model,
@@ -427,8 +209,8 @@ mod tests {
             let path = dir.path().join("m.model");
             std::fs::write(&path, &noise).unwrap();
             proptest::prop_assert!(load_model(&path, &device).is_err());
-            let model = Model::new(Architecture::Mlp, &[3], 1, &device).unwrap();
-            save_model(&model, &path).unwrap();
+            let model = Model::new(Architecture::Mlp, &[3], &crate::data::DataInfo::mnist(), 1, &device).unwrap();
+            save_model(&model, &crate::data::DataInfo::mnist(), &path).unwrap();
             let mut bytes = std::fs::read(&path).unwrap();
             let at = at % bytes.len();
             bytes[at] = byte;
@@ -443,12 +225,17 @@ mod tests {
     fn a_header_larger_than_its_weights_is_refused() {
         let path = tempfile::tempdir().unwrap().keep().join("huge.model");
         let header = serde_json::to_vec(&ModelHeader {
+            data: DataInfo::mnist(),
             architecture: Architecture::Mlp,
             hidden: vec![1 << 40, 1 << 40],
             trainer_version: "0".into(),
         })
         .unwrap();
-        atomic_write_bytes(&path, &encode(MODEL_MAGIC, &header, &[&[0; 64]])).unwrap();
+        crate::files::atomic_write_bytes(
+            &path,
+            &crate::files::container::encode_container(MODEL_MAGIC, &header, &[&[0; 64]]),
+        )
+        .unwrap();
         let err = load_model(&path, &Device::flex()).unwrap_err().to_string();
         assert!(
             err.contains("huge.model") && err.contains("the header describes mlp"),
@@ -465,8 +252,15 @@ mod tests {
             (Architecture::Cnn, vec![]),
         ] {
             let path = dir.path().join("m.model");
-            let model = Model::new(architecture, &hidden, 3, &device).unwrap();
-            save_model(&model, &path).unwrap();
+            let model = Model::new(
+                architecture,
+                &hidden,
+                &crate::data::DataInfo::mnist(),
+                3,
+                &device,
+            )
+            .unwrap();
+            save_model(&model, &crate::data::DataInfo::mnist(), &path).unwrap();
             let (loaded, header) = load_model(&path, &device).unwrap();
             assert_eq!((header.architecture, header.hidden), (architecture, hidden));
             let x = Tensor::<2>::ones([2, 784], &device);

@@ -25,7 +25,7 @@ mod loader;
 mod logging;
 mod metrics;
 pub mod model;
-mod pictures;
+
 pub mod plan;
 mod plot;
 mod recipe;

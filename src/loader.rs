@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use burn::tensor::Device;
 
 use crate::batch::{Batch, Shift, make_batch};
-use crate::data::{IMAGE_PIXELS, Split};
+use crate::data::Split;
 use crate::gpu::gather::{GatherError, GatherMethod, Resident};
 
 /// Where batches are put together.
@@ -54,6 +54,10 @@ impl Assembler {
         match Resident::upload(split, device, gather) {
             Ok(resident) => Self::Resident(Arc::new(resident), None),
             Err(GatherError::NotWgpu) => host(),
+            Err(e @ GatherError::TooLarge(..)) => {
+                tracing::info!(reason = %e, "batches gathered on the host");
+                host()
+            }
         }
     }
 
@@ -107,8 +111,9 @@ impl Assembler {
     /// Bytes sent from host to device per batch of `batch_size`.
     pub fn upload_bytes(&self, batch_size: usize) -> usize {
         match self {
-            Self::Host { .. } | Self::Shifted { .. } => {
-                batch_size * (IMAGE_PIXELS * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
+            Self::Host { split, .. } | Self::Shifted { split, .. } => {
+                let pixels = split.shape.pixels();
+                batch_size * (pixels * size_of::<f32>() + size_of::<i64>() + size_of::<f32>())
             }
             // Each row's image number, and its shift for the WGSL kernel.
             Self::Resident(resident, _) if resident.method() == GatherMethod::Kernel => {
@@ -267,9 +272,9 @@ mod tests {
     use crate::batch::HostBatch;
 
     fn split(n: usize) -> Split {
-        let images = (0..n).flat_map(|i| [i as u8 * 10; IMAGE_PIXELS]).collect();
+        let images = (0..n).flat_map(|i| [i as u8 * 10; 784]).collect();
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
-        Split::new(images, labels).unwrap()
+        Split::new(images, labels, crate::data::ImageShape::MNIST).unwrap()
     }
 
     /// The batches of a small pass, read back, each with its number of real rows.
@@ -297,16 +302,12 @@ mod tests {
         let (b, real) = &got[0];
         assert_eq!(b.labels, vec![4, 0]);
         assert_eq!(b.pixels[0], 40.0 / 255.0);
-        assert_eq!(b.pixels[IMAGE_PIXELS], 0.0);
+        assert_eq!(b.pixels[784], 0.0);
         assert_eq!((b.weights.as_slice(), *real), (&[1.0, 1.0][..], 2));
         let (b, real) = &got[2];
-        assert_eq!(
-            b.pixels.len(),
-            2 * IMAGE_PIXELS,
-            "the last batch keeps the shape"
-        );
+        assert_eq!(b.pixels.len(), 2 * 784, "the last batch keeps the shape");
         assert_eq!(b.labels, vec![2, 0]);
-        assert_eq!(b.pixels[IMAGE_PIXELS..], [0.0; IMAGE_PIXELS][..]);
+        assert_eq!(b.pixels[784..], [0.0; 784][..]);
         assert_eq!((b.weights.as_slice(), *real), (&[1.0, 0.0][..], 1));
     }
 

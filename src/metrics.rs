@@ -8,7 +8,6 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::backend::read::ReadError;
 use crate::backend::read::read_floats;
-use crate::data::NUM_CLASSES;
 
 /// Sum over the batch of `weight × cross-entropy(softmax(logits), label)`, shape `[1]`.
 /// Differentiable: divided by the number of real images it is the training loss.
@@ -123,19 +122,19 @@ impl RunningSums for Accumulator {
     }
 }
 
-/// Counts of (true digit, predicted digit) pairs, and the per-class figures derived from them.
+/// Counts of (true class, predicted class) pairs, and the per-class figures derived from them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Confusion {
-    /// `counts[true][predicted]`.
-    pub counts: [[u32; NUM_CLASSES]; NUM_CLASSES],
+    /// `counts[true][predicted]`, a row per class.
+    pub counts: Vec<Vec<u32>>,
 }
 
 /// Precision, recall and accuracy of one class.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassStats {
-    /// The digit.
+    /// The class (its label; `digit` for MNIST's sake).
     pub digit: usize,
-    /// Images of this digit.
+    /// Images of this class.
     pub support: u32,
     /// Of the images predicted as this digit, the fraction that are (`None` if none was).
     pub precision: Option<f64>,
@@ -147,9 +146,9 @@ pub struct ClassStats {
 }
 
 impl Confusion {
-    /// Tallies `truth` against `predicted` (equal lengths, digits 0–9).
-    pub fn new(truth: &[u8], predicted: &[u8]) -> Self {
-        let mut counts = [[0u32; NUM_CLASSES]; NUM_CLASSES];
+    /// Tallies `truth` against `predicted` (equal lengths, labels below `classes`).
+    pub fn new(truth: &[u8], predicted: &[u8], classes: usize) -> Self {
+        let mut counts = vec![vec![0u32; classes]; classes];
         for (&t, &p) in truth.iter().zip(predicted) {
             if let Some(cell) = counts
                 .get_mut(usize::from(t))
@@ -161,6 +160,11 @@ impl Confusion {
         Self { counts }
     }
 
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.counts.len()
+    }
+
     /// Number of images tallied.
     pub fn total(&self) -> u32 {
         self.counts.iter().flatten().sum()
@@ -169,7 +173,7 @@ impl Confusion {
     /// Per-class precision, recall and one-vs-rest accuracy.
     pub fn per_class(&self) -> Vec<ClassStats> {
         let total = f64::from(self.total());
-        (0..NUM_CLASSES)
+        (0..self.classes())
             .map(|d| {
                 let tp = f64::from(self.counts[d][d]);
                 let actual: f64 = self.counts[d].iter().map(|&c| f64::from(c)).sum();
@@ -187,17 +191,25 @@ impl Confusion {
             .collect()
     }
 
-    /// The matrix and the per-class figures as a plain-text table.
-    pub fn table(&self) -> String {
-        let mut out = String::from("true\\pred");
-        for d in 0..NUM_CLASSES {
-            out += &format!("{d:>6}");
+    /// The matrix and the per-class figures as a plain-text table, the classes by `names`
+    /// (their numbers past the names).
+    pub fn table(&self, names: &[String]) -> String {
+        let name = |d: usize| names.get(d).cloned().unwrap_or_else(|| d.to_string());
+        let width = (0..self.classes())
+            .map(|d| name(d).chars().count() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let first = width.max(9);
+        let mut out = format!("{:<first$}", "true\\pred");
+        for d in 0..self.classes() {
+            out += &format!("{:>width$}", name(d));
         }
         out += "   precision  recall  accuracy  support\n";
         for (d, stats) in self.per_class().iter().enumerate() {
-            out += &format!("{d:>9}");
-            for c in self.counts[d] {
-                out += &format!("{c:>6}");
+            out += &format!("{:>first$}", name(d));
+            for c in &self.counts[d] {
+                out += &format!("{c:>width$}");
             }
             let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             out += &format!(
@@ -271,7 +283,7 @@ mod tests {
     fn confusion_counts_and_per_class_figures() {
         let truth = [0u8, 0, 1, 1, 1, 2];
         let predicted = [0u8, 1, 1, 1, 2, 2];
-        let c = Confusion::new(&truth, &predicted);
+        let c = Confusion::new(&truth, &predicted, 10);
         assert_eq!(c.total(), 6);
         assert_eq!(c.counts[0][1], 1);
         assert_eq!(c.counts[1][1], 2);
@@ -283,8 +295,20 @@ mod tests {
         // Digit 0: one false negative, no false positive: 5 of 6 right one-vs-rest.
         assert!((s[0].accuracy - 5.0 / 6.0).abs() < 1e-12);
         assert_eq!((s[5].precision, s[5].recall), (None, None));
-        let table = c.table();
+        let table = c.table(&[]);
         assert_eq!(table.lines().count(), 11);
         assert!(table.contains("precision"));
+        let names: Vec<String> = ["cat", "dog", "T-shirt/top"].map(String::from).to_vec();
+        let named = Confusion::new(&truth, &predicted, 3).table(&names);
+        assert_eq!(named.lines().count(), 4);
+        assert!(
+            named
+                .lines()
+                .nth(3)
+                .unwrap()
+                .trim_start()
+                .starts_with("T-shirt/top"),
+            "{named}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The networks: the article's MLP (Flatten → Dense(30, ReLU) → Dense(10, ReLU) → Dense(10) →
-//! softmax, hidden widths configurable) and a small CNN past it. Initialised as Keras does it:
-//! Glorot-uniform weights, zero biases, drawn on the host from the seed so that every backend
-//! starts from the same weights.
+//! softmax, hidden widths configurable) and a small CNN past it, each shaped by its data: the
+//! input is the data's images (channels × rows × columns), the output one logit per class.
+//! Initialised as Keras does it: Glorot-uniform weights, zero biases, drawn on the host from
+//! the seed so that every backend starts from the same weights.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -13,8 +14,11 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
+use crate::data::{DataInfo, ImageShape};
 use crate::rng;
+
+/// The smallest side the CNN takes: three 2×2 poolings leave one pixel of eight.
+pub const CNN_MIN_SIDE: usize = 8;
 
 /// Which network to train.
 #[derive(
@@ -26,14 +30,15 @@ pub enum Architecture {
     #[default]
     Mlp,
     /// A small convolutional network: three 3×3 conv–ReLU–max-pool blocks (16, 32, 64
-    /// channels), then Dense(128, ReLU) and Dense(10)
+    /// channels), then Dense(128, ReLU) and a dense layer to the classes
     Cnn,
 }
 
 impl Architecture {
     /// The layers with weights of the network with these hidden widths (the MLP's; the CNN
-    /// has none to choose), in forward order: plain numbers, whatever the widths.
-    pub fn layer_shapes(self, hidden: &[usize]) -> Vec<LayerShape> {
+    /// has none to choose) for `data`'s images and classes, in forward order: plain numbers,
+    /// whatever the widths.
+    pub fn layer_shapes(self, hidden: &[usize], data: &DataInfo) -> Vec<LayerShape> {
         let dense = |widths: &[usize]| {
             widths
                 .windows(2)
@@ -44,17 +49,18 @@ impl Architecture {
                 })
                 .collect::<Vec<_>>()
         };
+        let classes = data.class_count();
         match self {
             Self::Mlp => {
-                let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
+                let widths: Vec<usize> = std::iter::once(data.shape.pixels())
                     .chain(hidden.iter().copied())
-                    .chain(std::iter::once(NUM_CLASSES))
+                    .chain(std::iter::once(classes))
                     .collect();
                 dense(&widths)
             }
             Self::Cnn => {
                 let mut layers = Vec::new();
-                let mut channels = 1;
+                let mut channels = data.shape.channels;
                 for outputs in CNN_CHANNELS {
                     layers.push(LayerShape {
                         conv: true,
@@ -63,18 +69,18 @@ impl Architecture {
                     });
                     channels = outputs;
                 }
-                let side = IMAGE_SIDE >> CNN_CHANNELS.len();
-                layers.extend(dense(&[channels * side * side, CNN_DENSE, NUM_CLASSES]));
+                let (h, w) = cnn_pooled(data.shape);
+                layers.extend(dense(&[channels * h * w, CNN_DENSE, classes]));
                 layers
             }
         }
     }
 
-    /// How many parameters the network has with these hidden widths, saturating rather than
-    /// overflowing on absurd widths: a model file's header is checked against its weights with
-    /// it before anything is built.
-    pub fn parameter_count(self, hidden: &[usize]) -> u64 {
-        self.layer_shapes(hidden)
+    /// How many parameters the network has with these hidden widths on `data`, saturating
+    /// rather than overflowing on absurd widths: a model file's header is checked against its
+    /// weights with it before anything is built.
+    pub fn parameter_count(self, hidden: &[usize], data: &DataInfo) -> u64 {
+        self.layer_shapes(hidden, data)
             .iter()
             .fold(0u64, |acc, l| acc.saturating_add(l.parameters()))
     }
@@ -128,7 +134,8 @@ impl std::fmt::Display for Architecture {
     }
 }
 
-/// A network `trainer` trains: images `[batch, 784]` in, logits `[batch, 10]` out.
+/// A network `trainer` trains: images `[batch, pixels]` in (channels × rows × columns,
+/// flattened), logits `[batch, classes]` out.
 #[derive(Module, Debug)]
 // One model lives per run, and burn's Module derive does not see through a Box.
 #[allow(clippy::large_enum_variant)]
@@ -140,21 +147,32 @@ pub enum Model {
 }
 
 impl Model {
-    /// Builds `architecture` on `device` with weights seeded by `seed`; `hidden` are the MLP's
-    /// hidden widths (the CNN has none).
+    /// Builds `architecture` for `data`'s images and classes on `device` with weights seeded
+    /// by `seed`; `hidden` are the MLP's hidden widths (the CNN has none).
     pub fn new(
         architecture: Architecture,
         hidden: &[usize],
+        data: &DataInfo,
         seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
+        let classes = data.class_count();
+        if classes < 2 {
+            return Err(ModelError::Classes(classes));
+        }
         Ok(match architecture {
-            Architecture::Mlp => Self::Mlp(Mlp::new(hidden, seed, device)?),
-            Architecture::Cnn => Self::Cnn(Cnn::new(seed, device)),
+            Architecture::Mlp => Self::Mlp(Mlp::new(
+                hidden,
+                data.shape.pixels(),
+                classes,
+                seed,
+                device,
+            )?),
+            Architecture::Cnn => Self::Cnn(Cnn::new(data.shape, classes, seed, device)?),
         })
     }
 
-    /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
+    /// Maps images `[batch, pixels]` (in [0, 1]) to logits `[batch, classes]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         self.forward_dropped(images, &[])
     }
@@ -241,8 +259,8 @@ impl Model {
     }
 }
 
-/// A multi-layer perceptron over flattened 28 × 28 images: ReLU hidden layers, then a linear
-/// layer to 10 logits (softmax is folded into the loss).
+/// A multi-layer perceptron over flattened images: ReLU hidden layers, then a linear layer to
+/// one logit per class (softmax is folded into the loss).
 #[derive(Module, Debug)]
 pub struct Mlp {
     layers: Vec<Linear>,
@@ -254,20 +272,32 @@ pub enum ModelError {
     /// A hidden layer of width zero.
     #[error("--hidden: layer widths must be at least 1, got {0:?}")]
     ZeroWidth(Vec<usize>),
+    /// Images too small for the CNN's three poolings.
+    #[error("--model cnn takes images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE}, not {0}")]
+    TooSmall(ImageShape),
+    /// Fewer than two classes.
+    #[error("a classifier needs two classes at least, the data has {0}")]
+    Classes(usize),
 }
 
 impl Mlp {
-    /// Builds the network `784 → hidden[0] → … → 10` on `device`, with Glorot-uniform weights
-    /// drawn from a generator seeded with `seed` (on the host, so every backend starts from the
-    /// same weights) and zero biases.
-    pub fn new(hidden: &[usize], seed: u64, device: &Device) -> Result<Self, ModelError> {
+    /// Builds the network `inputs → hidden[0] → … → classes` on `device`, with Glorot-uniform
+    /// weights drawn from a generator seeded with `seed` (on the host, so every backend starts
+    /// from the same weights) and zero biases.
+    pub fn new(
+        hidden: &[usize],
+        inputs: usize,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         if hidden.contains(&0) {
             return Err(ModelError::ZeroWidth(hidden.to_vec()));
         }
         let mut rng = rng::weights(seed);
-        let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
+        let widths: Vec<usize> = std::iter::once(inputs)
             .chain(hidden.iter().copied())
-            .chain(std::iter::once(NUM_CLASSES))
+            .chain(std::iter::once(classes))
             .collect();
         let layers = widths
             .windows(2)
@@ -276,7 +306,7 @@ impl Mlp {
         Ok(Self { layers })
     }
 
-    /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
+    /// Maps images `[batch, pixels]` (in [0, 1]) to logits `[batch, classes]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         self.forward_dropped(images, &[])
     }
@@ -301,7 +331,12 @@ impl Mlp {
 
     /// The layer widths, input first: `[784, 30, 10, 10]` for the article's model.
     pub fn widths(&self) -> Vec<usize> {
-        let mut widths = vec![IMAGE_PIXELS];
+        let mut widths: Vec<usize> = self
+            .layers
+            .first()
+            .map(|l| l.weight.dims()[0])
+            .into_iter()
+            .collect();
         widths.extend(self.layers.iter().map(|l| l.weight.dims()[1]));
         widths
     }
@@ -312,10 +347,17 @@ const CNN_CHANNELS: [usize; 3] = [16, 32, 64];
 /// Width of the CNN's hidden dense layer.
 const CNN_DENSE: usize = 128;
 
-/// A small CNN for 28 × 28 digits: three blocks of 3×3 convolution (same padding), ReLU and
-/// 2×2 max-pooling (28 → 14 → 7 → 3), then Dense(128, ReLU), optional dropout, and Dense(10).
-/// No batch normalisation: it would make a row's result depend on the other rows of its
-/// batch, padding rows included.
+/// The rows and columns left of `shape` after the CNN's three 2×2 poolings (each rounding
+/// down: 28 → 14 → 7 → 3).
+fn cnn_pooled(shape: ImageShape) -> (usize, usize) {
+    let pool = |side: usize| side >> CNN_CHANNELS.len();
+    (pool(shape.height), pool(shape.width))
+}
+
+/// A small CNN: three blocks of 3×3 convolution (same padding), ReLU and 2×2 max-pooling
+/// (28 → 14 → 7 → 3 for MNIST), then Dense(128, ReLU), optional dropout, and a dense layer to
+/// the classes. No batch normalisation: it would make a row's result depend on the other rows
+/// of its batch, padding rows included.
 #[derive(Module, Debug)]
 pub struct Cnn {
     convs: Vec<Conv2d>,
@@ -326,28 +368,41 @@ pub struct Cnn {
     pool: MaxPool2d,
     dense: Linear,
     output: Linear,
+    /// The input's shape (not saved: the data's identity carries it).
+    #[module(skip)]
+    input: ImageShape,
 }
 
 impl Cnn {
-    /// Builds the CNN on `device` with Glorot-uniform weights seeded by `seed`.
-    pub fn new(seed: u64, device: &Device) -> Self {
+    /// Builds the CNN for images of `shape` and `classes` classes on `device`, with
+    /// Glorot-uniform weights seeded by `seed`.
+    pub fn new(
+        shape: ImageShape,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        if shape.height < CNN_MIN_SIDE || shape.width < CNN_MIN_SIDE {
+            return Err(ModelError::TooSmall(shape));
+        }
         let mut rng = rng::weights(seed);
         let mut convs = Vec::new();
-        let mut channels = 1;
+        let mut channels = shape.channels;
         for out in CNN_CHANNELS {
             convs.push(glorot_conv(channels, out, &mut rng, device));
             channels = out;
         }
-        let side = IMAGE_SIDE >> CNN_CHANNELS.len();
-        Self {
+        let (h, w) = cnn_pooled(shape);
+        Ok(Self {
             convs,
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            dense: glorot_linear(channels * side * side, CNN_DENSE, &mut rng, device),
-            output: glorot_linear(CNN_DENSE, NUM_CLASSES, &mut rng, device),
-        }
+            dense: glorot_linear(channels * h * w, CNN_DENSE, &mut rng, device),
+            output: glorot_linear(CNN_DENSE, classes, &mut rng, device),
+            input: shape,
+        })
     }
 
-    /// Maps images `[batch, 784]` (pixels in [0, 1]) to logits `[batch, 10]`.
+    /// Maps images `[batch, pixels]` (in [0, 1]) to logits `[batch, classes]`.
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         self.forward_dropped(images, &[])
     }
@@ -355,7 +410,8 @@ impl Cnn {
     /// [`Cnn::forward`] with the Dense(128) activations multiplied by `masks[0]`, if given.
     pub fn forward_dropped(&self, images: Tensor<2>, masks: &[Tensor<2>]) -> Tensor<2> {
         let [batch, _] = images.dims();
-        let mut x: Tensor<4> = images.reshape([batch, 1, IMAGE_SIDE, IMAGE_SIDE]);
+        let s = self.input;
+        let mut x: Tensor<4> = images.reshape([batch, s.channels, s.height, s.width]);
         for conv in &self.convs {
             x = crate::conv_block::conv_relu_pool(conv, x);
         }
@@ -407,15 +463,19 @@ fn glorot_linear(fan_in: usize, fan_out: usize, rng: &mut StdRng, device: &Devic
 mod tests {
     use super::*;
 
+    fn mnist() -> DataInfo {
+        DataInfo::mnist()
+    }
+
     #[test]
     fn article_model_has_the_article_shapes() {
         let device = Device::flex();
-        let model = Mlp::new(&[30, 10], 42, &device).unwrap();
+        let model = Mlp::new(&[30, 10], 784, 10, 42, &device).unwrap();
         assert_eq!(model.widths(), vec![784, 30, 10, 10]);
         // 784·30+30 + 30·10+10 + 10·10+10 parameters, as Keras' summary counts them.
         assert_eq!(model.num_params(), 23_550 + 310 + 110);
         assert_eq!(
-            Architecture::Mlp.parameter_count(&[30, 10]),
+            Architecture::Mlp.parameter_count(&[30, 10], &mnist()),
             model.num_params() as u64
         );
         let logits = model.forward(Tensor::zeros([5, 784], &device));
@@ -426,10 +486,10 @@ mod tests {
     fn masks_reach_the_hidden_layers_only() {
         let device = Device::flex();
         for model in [
-            Model::new(Architecture::Mlp, &[30, 10], 1, &device).unwrap(),
-            Model::new(Architecture::Cnn, &[], 1, &device).unwrap(),
+            Model::new(Architecture::Mlp, &[30, 10], &mnist(), 1, &device).unwrap(),
+            Model::new(Architecture::Cnn, &[], &mnist(), 1, &device).unwrap(),
         ] {
-            let images = Tensor::<2>::ones([2, IMAGE_PIXELS], &device);
+            let images = Tensor::<2>::ones([2, 784], &device);
             let widths = model.dropout_widths();
             let ones: Vec<Tensor<2>> = widths
                 .iter()
@@ -457,9 +517,9 @@ mod tests {
     #[test]
     fn weights_are_glorot_uniform_and_seeded() {
         let device = Device::flex();
-        let a = Mlp::new(&[30, 10], 7, &device).unwrap();
-        let b = Mlp::new(&[30, 10], 7, &device).unwrap();
-        let c = Mlp::new(&[30, 10], 8, &device).unwrap();
+        let a = Mlp::new(&[30, 10], 784, 10, 7, &device).unwrap();
+        let b = Mlp::new(&[30, 10], 784, 10, 7, &device).unwrap();
+        let c = Mlp::new(&[30, 10], 784, 10, 8, &device).unwrap();
         let w = |m: &Mlp| {
             m.layers[0]
                 .weight
@@ -482,14 +542,14 @@ mod tests {
     #[test]
     fn cnn_maps_images_to_logits_and_is_seeded() {
         let device = Device::flex();
-        let a = Model::new(Architecture::Cnn, &[], 5, &device).unwrap();
-        let b = Model::new(Architecture::Cnn, &[], 5, &device).unwrap();
+        let a = Model::new(Architecture::Cnn, &[], &mnist(), 5, &device).unwrap();
+        let b = Model::new(Architecture::Cnn, &[], &mnist(), 5, &device).unwrap();
         assert_eq!(a.forward(Tensor::zeros([3, 784], &device)).dims(), [3, 10]);
         // 3·3 kernels: 1→16, 16→32, 32→64, then 576→128 and 128→10, with biases.
         let convs = (9 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64);
         assert_eq!(a.num_params(), convs + 576 * 128 + 128 + 128 * 10 + 10);
         assert_eq!(
-            Architecture::Cnn.parameter_count(&[]),
+            Architecture::Cnn.parameter_count(&[], &mnist()),
             a.num_params() as u64
         );
         let x = Tensor::<2>::ones([2, 784], &device);
@@ -505,12 +565,52 @@ mod tests {
     #[test]
     fn widths_are_configurable_and_checked() {
         let device = Device::flex();
-        let model = Mlp::new(&[128, 64, 32], 1, &device).unwrap();
+        let model = Mlp::new(&[128, 64, 32], 784, 10, 1, &device).unwrap();
         assert_eq!(model.widths(), vec![784, 128, 64, 32, 10]);
-        assert_eq!(Mlp::new(&[], 1, &device).unwrap().widths(), vec![784, 10]);
         assert_eq!(
-            Mlp::new(&[30, 0], 1, &device).unwrap_err(),
+            Mlp::new(&[], 784, 10, 1, &device).unwrap().widths(),
+            vec![784, 10]
+        );
+        assert_eq!(
+            Mlp::new(&[30, 0], 784, 10, 1, &device).unwrap_err(),
             ModelError::ZeroWidth(vec![30, 0])
         );
+    }
+
+    /// The networks follow the data: a colour 32 × 32 CNN of 26 classes, an MLP over
+    /// 3 × 32 × 32 inputs; images smaller than 8 × 8 are refused for the CNN.
+    #[test]
+    fn the_networks_follow_the_data() {
+        let device = Device::flex();
+        let data = DataInfo {
+            shape: ImageShape {
+                channels: 3,
+                height: 32,
+                width: 24,
+            },
+            classes: (0..26).map(|c| c.to_string()).collect(),
+            style: crate::data::Style::Plain,
+        };
+        let cnn = Model::new(Architecture::Cnn, &[], &data, 1, &device).unwrap();
+        let x = Tensor::<2>::ones([2, 3 * 32 * 24], &device);
+        assert_eq!(cnn.forward(x.clone()).dims(), [2, 26]);
+        assert_eq!(
+            Architecture::Cnn.parameter_count(&[], &data),
+            cnn.num_params() as u64
+        );
+        let mlp = Model::new(Architecture::Mlp, &[30], &data, 1, &device).unwrap();
+        assert_eq!(mlp.forward(x).dims(), [2, 26]);
+        let tiny = DataInfo {
+            shape: ImageShape {
+                channels: 1,
+                height: 7,
+                width: 28,
+            },
+            ..data
+        };
+        assert!(matches!(
+            Model::new(Architecture::Cnn, &[], &tiny, 1, &device),
+            Err(ModelError::TooSmall(_))
+        ));
     }
 }

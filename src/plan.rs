@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::backend::{DeviceChoice, WgpuApi};
+use crate::data::{DataInfo, DataRequest};
 use crate::logging::LogOptions;
 use crate::recipe::TrainConfig;
 use crate::run::epochs::Keep;
@@ -64,8 +65,10 @@ pub struct TrainPlan {
     pub init_from: Option<PathBuf>,
     /// The device asked for.
     pub device: DeviceChoice,
-    /// Where the data is.
-    pub data_dir: PathBuf,
+    /// The data, and how to read it.
+    pub data: DataRequest,
+    /// The data's identity this run must find (a sweep's, as its record says).
+    pub expected_data: Option<DataInfo>,
     /// How batches reach the step, and the step asked for.
     pub feed: Feed,
     /// Which checkpoints the run keeps.
@@ -115,12 +118,14 @@ impl TrainPlan {
 pub struct EvaluatePlan {
     /// The model file (a run directory's already resolved to its model).
     pub model: PathBuf,
-    /// Where the data is.
-    pub data_dir: PathBuf,
+    /// The data, and how to read it.
+    pub data: DataRequest,
     /// The device asked for.
     pub device: DeviceChoice,
     /// Only the first N test images.
     pub test_limit: Option<usize>,
+    /// The test images drawn from a source without its own test split.
+    pub test_size: Option<usize>,
     /// Print JSON instead of a table.
     pub json: bool,
     /// Also write each test image's label and predicted class here.

@@ -10,7 +10,6 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::data::NUM_CLASSES;
 use crate::files::{FileError, atomic_write, atomic_write_bytes};
 use crate::metrics::Confusion;
 use crate::session::EpochRecord;
@@ -298,20 +297,39 @@ fn epoch_mesh<DB: DrawingBackend>(
         .map_err(err)
 }
 
-/// The confusion matrix as a heat map: rows the true digit, columns the predicted one, each
-/// cell its count, shaded by its share of the row.
-pub fn confusion(confusion: &Confusion, stem: &Path) -> Result<[PathBuf; 2], PlotError> {
+/// The confusion matrix as a heat map: rows the true class, columns the predicted one, each
+/// cell its count (up to 30 classes), shaded by its share of the row; the classes labelled by
+/// `names` (every k-th past 30 classes).
+pub fn confusion(
+    confusion: &Confusion,
+    names: &[String],
+    stem: &Path,
+) -> Result<[PathBuf; 2], PlotError> {
     render(
         stem,
         CONFUSION_SIZE,
-        |root| heat_map(root, confusion),
-        |root| heat_map(root, confusion),
+        |root| heat_map(root, confusion, names),
+        |root| heat_map(root, confusion, names),
     )
 }
 
-fn heat_map<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Confusion) -> DrawResult {
+fn heat_map<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    c: &Confusion,
+    names: &[String],
+) -> DrawResult {
     root.fill(&WHITE).map_err(err)?;
-    let n = NUM_CLASSES as f64;
+    let classes = c.classes();
+    let n = classes as f64;
+    let name = |i: f64| -> String {
+        let i = i.round();
+        if i < 0.0 || i >= n {
+            return String::new();
+        }
+        let i = i as usize;
+        names.get(i).cloned().unwrap_or_else(|| i.to_string())
+    };
+    let labels = classes.min(30);
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!("Confusion matrix ({} test images)", c.total()),
@@ -327,17 +345,17 @@ fn heat_map<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Confusion) -> 
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_labels(NUM_CLASSES)
-        .y_labels(NUM_CLASSES)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{:.0}", flip(*y)))
-        .x_desc("predicted digit")
-        .y_desc("true digit")
+        .x_labels(labels)
+        .y_labels(labels)
+        .x_label_formatter(&|x| name(*x))
+        .y_label_formatter(&|y| name(flip(*y)))
+        .x_desc("predicted class")
+        .y_desc("true class")
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(err)?;
-    let cells = (0..NUM_CLASSES).flat_map(|t| (0..NUM_CLASSES).map(move |p| (t, p)));
+    let cells = (0..classes).flat_map(|t| (0..classes).map(move |p| (t, p)));
     for (t, p) in cells {
         let count = c.counts[t][p];
         let row: u32 = c.counts[t].iter().sum();
@@ -364,9 +382,11 @@ fn heat_map<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Confusion) -> 
                 plotters::style::text_anchor::VPos::Center,
             ),
         );
-        chart
-            .draw_series(std::iter::once(Text::new(count.to_string(), (x, y), style)))
-            .map_err(err)?;
+        if classes <= 30 {
+            chart
+                .draw_series(std::iter::once(Text::new(count.to_string(), (x, y), style)))
+                .map_err(err)?;
+        }
     }
     Ok(())
 }
@@ -409,18 +429,19 @@ mod tests {
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.contains("epoch") && text.contains("validation"));
 
-        let c = Confusion::new(&[0, 1, 1, 2], &[0, 1, 2, 2]);
-        let [png, svg] = confusion(&c, &dir.path().join("confusion")).unwrap();
+        let c = Confusion::new(&[0, 1, 1, 2], &[0, 1, 2, 2], 3);
+        let names: Vec<String> = ["zero", "one", "two"].map(String::from).to_vec();
+        let [png, svg] = confusion(&c, &names, &dir.path().join("confusion")).unwrap();
         let img = image::open(&png).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), CONFUSION_SIZE);
         assert!(
             img.pixels().any(|p| p.0 == [8, 48, 107]),
             "a full-share cell"
         );
+        let text = std::fs::read_to_string(&svg).unwrap();
         assert!(
-            std::fs::read_to_string(&svg)
-                .unwrap()
-                .contains("predicted digit")
+            text.contains("predicted class") && text.contains("two"),
+            "{text}"
         );
     }
 

@@ -40,8 +40,13 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     /// Seed for the initial weights and the shuffles.
     pub seed: u64,
-    /// Images at the end of the training file kept for validation.
+    /// Validation images: the last of the training file (IDX, CSV), or drawn per class from
+    /// a folder without `valid/`.
     pub valid_size: usize,
+    /// Test images drawn per class from a folder (or one CSV file) without its own test
+    /// split (`None`: a tenth of the images).
+    #[serde(default)]
+    pub test_size: Option<usize>,
     /// Train on only the first N training images (after the validation split).
     pub train_limit: Option<usize>,
     /// Test on only the first N test images.
@@ -97,6 +102,7 @@ impl TrainConfig {
             label_smoothing: 0.0,
             seed: 42,
             valid_size: 5000,
+            test_size: None,
             train_limit: None,
             test_limit: None,
             patience: None,

@@ -13,6 +13,12 @@ pub fn weights(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
+/// The generator of the validation and test images drawn from a folder without its own
+/// splits: a fixed seed, not the recipe's, so that runs with different `--seed`s share them.
+pub fn splits() -> StdRng {
+    StdRng::seed_from_u64(0x5EED_DA7A)
+}
+
 /// The shuffled order of `n` images for `epoch`: a pure function of (seed, epoch), so a run
 /// reproduces exactly on any backend and resumes without any generator state.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {

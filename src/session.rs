@@ -6,6 +6,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::data::DataInfo;
 use crate::metrics::Metrics;
 use crate::model::{Model, ModelError};
 use crate::recipe::{TrainConfig, optimizer};
@@ -136,26 +137,32 @@ pub struct Session {
     pub optimizer: ModuleOptimizer,
     /// Where training stands.
     pub record: TrainingRecord,
+    /// What the model is trained on (its input and classes).
+    pub data: DataInfo,
 }
 
 impl Session {
-    /// A new model for `config` on `device` (a plain device; autodiff is added here).
-    pub fn new(config: &TrainConfig, device: &Device) -> Result<Self, ModelError> {
+    /// A new model for `config` on `data` on `device` (a plain device; autodiff is added
+    /// here).
+    pub fn new(config: &TrainConfig, data: &DataInfo, device: &Device) -> Result<Self, ModelError> {
         let model = Model::new(
             config.model,
             &config.hidden,
+            data,
             config.seed,
             &device.clone().autodiff(),
         )?;
-        Ok(Self::starting_from(model, config))
+        Ok(Self::starting_from(model, config, data))
     }
 
-    /// A new session that trains `model` (on an autodiff device) with a fresh optimizer.
-    pub fn starting_from(model: Model, config: &TrainConfig) -> Self {
+    /// A new session that trains `model` (on an autodiff device, for `data`) with a fresh
+    /// optimizer.
+    pub fn starting_from(model: Model, config: &TrainConfig, data: &DataInfo) -> Self {
         Self {
             model,
             optimizer: optimizer(config),
             record: TrainingRecord::new(),
+            data: data.clone(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::backend::{BackendKind, WgpuApi};
-use crate::data::default_data_dir;
+use crate::data::{DataFormat, default_data_dir};
 use crate::gpu::gather::GatherMethod;
 use crate::logging::{LogFormat, LogOptions};
 use crate::model::Architecture;
@@ -22,8 +22,8 @@ use crate::training::StepMethod;
 pub use grid::GridArgs;
 pub use resolve::{ResolveError, SweepFlagsError, resolve};
 use values::{
-    parse_count, parse_duration, parse_fraction, parse_lr, parse_shard, parse_weight_decay,
-    parse_width,
+    parse_channels, parse_count, parse_duration, parse_fraction, parse_image_size, parse_lr,
+    parse_shard, parse_weight_decay, parse_width,
 };
 
 /// Train the article's MNIST digit classifier (784-30-10-10 MLP, Adam, 30 epochs) on a GPU
@@ -129,12 +129,28 @@ pub struct DeviceArgs {
     pub device: Option<usize>,
 }
 
-/// Where the data is.
+/// Where the data is, and how to read it.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// Directory with the MNIST IDX files (train-images-idx3-ubyte[.gz] etc.); scripts/fetch_mnist.py fills the default
-    #[arg(long, env = "TRAINER_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
-    pub data_dir: PathBuf,
+    /// The data: a directory of MNIST-format IDX files (scripts/fetch_mnist.py fills the default), a folder of pictures with one sub-folder per class, or a CSV (label and pixel columns, or path,label rows)
+    #[arg(long = "data", visible_alias = "data-dir", env = "TRAINER_DATA_DIR", value_name = "PATH", default_value_os_t = default_data_dir())]
+    pub data: PathBuf,
+
+    /// What --data is [default: told from what is there]
+    #[arg(long, value_enum)]
+    pub data_format: Option<DataFormat>,
+
+    /// Resize every picture to H,W (rows,columns), keeping its aspect and padding with black [default: the pictures' own size, which all must share]
+    #[arg(long, value_name = "H,W", value_parser = parse_image_size)]
+    pub image_size: Option<(usize, usize)>,
+
+    /// Read pictures as 1 (gray) or 3 (RGB) channels [default: what the first picture is]
+    #[arg(long, value_name = "1|3", value_parser = parse_channels)]
+    pub channels: Option<usize>,
+
+    /// Skip pictures, files and rows that cannot be read (counted in one log line) instead of stopping at the first
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 /// `trainer train`.
@@ -215,9 +231,13 @@ pub struct TrainArgs {
     )]
     pub hidden: Vec<usize>,
 
-    /// Images at the end of the training file held out for validation (0: no validation)
-    #[arg(long, default_value_t = TrainConfig::default().valid_size, value_name = "N")]
-    pub valid_size: usize,
+    /// Images held out for validation: the last of the training file (IDX, CSV), or drawn per class from a folder without valid/ (0: no validation) [default: 5000, or a tenth of fewer than 10,000 training images]
+    #[arg(long, value_name = "N")]
+    pub valid_size: Option<usize>,
+
+    /// Images drawn per class for the test set from a folder (or one CSV file) without its own test split [default: a tenth]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub test_size: Option<usize>,
 
     /// Train on only the first N training images (quick runs)
     #[arg(long, value_name = "N", value_parser = parse_count)]
@@ -271,6 +291,10 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub test_limit: Option<usize>,
 
+    /// For a folder (or one CSV file) without its own test split: the test images drawn per class, as the run drew them [default: a tenth]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub test_size: Option<usize>,
+
     /// Print the report as JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -300,7 +324,7 @@ pub struct PredictArgs {
     pub device: DeviceArgs,
 
     /// How many of the most probable digits to show
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
     pub top: u8,
 
     /// One JSON object per image instead of text

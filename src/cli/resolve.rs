@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
-use super::{Cli, Command, DeviceArgs, GridArgs, LogArgs, SweepArgs, TrainArgs};
+use super::{Cli, Command, DataArgs, DeviceArgs, GridArgs, LogArgs, SweepArgs, TrainArgs};
 use crate::backend::DeviceChoice;
+use crate::data::DataRequest;
 use crate::plan::{
     EvaluatePlan, ExportPlan, Invocation, Plan, PredictPlan, RunStart, SweepPlan, TrainPlan,
 };
@@ -49,9 +50,10 @@ pub fn resolve(matches: &clap::ArgMatches, argv: &[String]) -> Result<Invocation
         }
         Some(Command::Evaluate(args)) => Plan::Evaluate(EvaluatePlan {
             model: RunDir::model_file(&args.model, args.best),
-            data_dir: args.data.data_dir,
+            data: data_request(&args.data),
             device: choice(&args.device),
             test_limit: args.test_limit,
+            test_size: args.test_size,
             json: args.json,
             predictions: args.predictions,
         }),
@@ -81,6 +83,17 @@ pub fn resolve(matches: &clap::ArgMatches, argv: &[String]) -> Result<Invocation
     })
 }
 
+/// The data the flags name, and how to read it.
+fn data_request(args: &DataArgs) -> DataRequest {
+    DataRequest {
+        path: args.data.clone(),
+        format: args.data_format,
+        image_size: args.image_size,
+        channels: args.channels,
+        skip_bad: args.skip_bad,
+    }
+}
+
 /// The device the flags ask for.
 fn choice(args: &DeviceArgs) -> DeviceChoice {
     DeviceChoice {
@@ -105,7 +118,8 @@ fn train_plan(args: &TrainArgs, given: BTreeSet<String>, argv: &[String]) -> Pla
         given,
         init_from: args.init_from.clone(),
         device: choice(&args.device),
-        data_dir: args.data.data_dir.clone(),
+        data: data_request(&args.data),
+        expected_data: None,
         feed: Feed {
             prefetch: args.prefetch,
             gather: args.gather,
@@ -132,7 +146,8 @@ fn recipe(args: &TrainArgs, given: &BTreeSet<String>) -> TrainConfig {
         dropout: args.dropout,
         label_smoothing: args.label_smoothing,
         seed: args.seed,
-        valid_size: args.valid_size,
+        valid_size: args.valid_size.unwrap_or(TrainConfig::default().valid_size),
+        test_size: args.test_size,
         train_limit: args.train_limit,
         test_limit: args.test_limit,
         patience: args.patience.map(|p| p as usize),

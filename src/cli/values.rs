@@ -63,3 +63,25 @@ pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         Err(e) => Err(format!("{e} (e.g. 10m, 90s)")),
     }
 }
+
+/// `--image-size H,W`: rows and columns, each at least 1 and at most 4096.
+pub(super) fn parse_image_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(',')
+        .ok_or("expected H,W (rows,columns), e.g. 32,32")?;
+    let side = |v: &str, what: &str| match v.trim().parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{what} {n} is not 1 to 4096")),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    Ok((side(h, "H")?, side(w, "W")?))
+}
+
+/// `--channels`: 1 (gray) or 3 (RGB).
+pub(super) fn parse_channels(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        other => Err(format!("{other:?}: 1 (gray) or 3 (RGB)")),
+    }
+}

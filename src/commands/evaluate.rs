@@ -1,8 +1,9 @@
-//! `trainer evaluate`: a model's test loss and accuracy, per-class metrics, confusion matrix.
+//! `trainer evaluate`: a model's test loss and accuracy, per-class metrics, confusion matrix,
+//! on data of the model's kind (its input shape and classes), the classes by name.
 
 use super::Error;
 use crate::backend;
-use crate::data::Mnist;
+use crate::data::{self, SplitSizes};
 use crate::files;
 use crate::gpu::gather::GatherMethod;
 use crate::interop;
@@ -13,14 +14,24 @@ use crate::training::{self, Feed, StepMethod};
 
 /// Evaluates the model `plan` names on the test set.
 pub(super) fn evaluate(plan: &EvaluatePlan) -> Result<String, Error> {
-    let mnist = Mnist::load(&plan.data_dir)?;
+    let sizes = SplitSizes {
+        valid: Some(0),
+        test: plan.test_size,
+    };
+    let data = data::load(&plan.data, sizes)?;
     let test = match plan.test_limit {
-        Some(n) => mnist.test.slice(0..n.min(mnist.test.len())),
-        None => mnist.test,
+        Some(n) => data.test.slice(0..n.min(data.test.len())),
+        None => data.test,
     };
     let device = backend::open(plan.device.request(None, false))?;
-    let (model, ..) = interop::load_model(&plan.model, &device.device)?;
-    let data = Assembler::Host {
+    let loaded = interop::load_model(&plan.model, &device.device)?;
+    if let Some(why) = loaded.data.difference(&data.info, "the model's") {
+        return Err(Error::DataDiffers(format!(
+            "--data {}: {why}",
+            plan.data.path.display()
+        )));
+    }
+    let assembler = Assembler::Host {
         split: test.clone(),
         device: device.device.clone(),
     };
@@ -29,15 +40,21 @@ pub(super) fn evaluate(plan: &EvaluatePlan) -> Result<String, Error> {
         gather: GatherMethod::Host,
         step: StepMethod::Generic,
     };
-    let (metrics, predicted) = training::evaluate(&model, &data, &host)?;
+    let (metrics, predicted) = training::evaluate(&loaded.model, &assembler, &host)?;
     if let Some(path) = &plan.predictions {
         let mut csv = String::from("image,label,predicted\n");
-        for (i, (label, class)) in test.labels.iter().zip(&predicted).enumerate() {
+        for (i, (label, class)) in test.labels().iter().zip(&predicted).enumerate() {
             csv.push_str(&format!("{i},{label},{class}\n"));
         }
         files::atomic_write_bytes(path, csv.as_bytes())?;
     }
-    let report = TestReport::new(&plan.model, metrics, &test.labels, &predicted);
+    let report = TestReport::new(
+        &plan.model,
+        metrics,
+        test.labels(),
+        &predicted,
+        &loaded.data.classes,
+    );
     Ok(if plan.json {
         serde_json::to_string(&report).unwrap_or_default()
     } else {

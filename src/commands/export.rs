@@ -10,9 +10,9 @@ use crate::plan::ExportPlan;
 /// line that says what was written.
 pub(super) fn export(plan: &ExportPlan) -> Result<String, Error> {
     // Read on the CPU: the weights are only copied into the file.
-    let (model, architecture, hidden) =
-        interop::load_model(&plan.model, &burn::tensor::Device::flex())?;
-    interop::export(&model, &plan.out)?;
+    let loaded = interop::load_model(&plan.model, &burn::tensor::Device::flex())?;
+    let (architecture, hidden) = (loaded.architecture, &loaded.hidden);
+    interop::export(&loaded.model, &loaded.data, &plan.out)?;
     info!(model = %plan.model.display(), out = %plan.out.display(), %architecture, ?hidden, "exported");
     Ok(format!(
         "{}: {architecture} {hidden:?} from {}",

@@ -90,6 +90,10 @@ pub enum Error {
         .0.display()
     )]
     InitFromFormat(PathBuf),
+    /// The data given is not what a run, a sweep or a model was trained on (one line, naming
+    /// the flag, the file and the difference).
+    #[error("{0}")]
+    DataDiffers(String),
     /// A resumed run's checkpoint says it is already done.
     #[error(
         "--resume {0}: the run has already done {1} epochs; pass a larger --epochs to train on"

@@ -1,18 +1,18 @@
-//! `trainer predict`: the digit in each picture, and the top probabilities.
+//! `trainer predict`: the class of each picture (by name), and the top probabilities; each
+//! picture prepared as the model's data was.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
 use super::Error;
 use crate::backend;
-use crate::data::IMAGE_PIXELS;
+use crate::data::pictures::{self, ImageError};
 use crate::interop;
 use crate::model::Model;
-use crate::pictures::{self, ImageError};
 use crate::plan::PredictPlan;
 use crate::training::TrainError;
 
-/// One image's answer: the digit and the probabilities, most likely first.
+/// One image's class probabilities.
 fn classify(
     model: &Model,
     pixels: Vec<f32>,
@@ -20,7 +20,8 @@ fn classify(
 ) -> Result<Vec<f32>, Error> {
     // As in training and evaluation.
     backend::with_subnormals_flushed(|| {
-        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, IMAGE_PIXELS]), device);
+        let n = pixels.len();
+        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, n]), device);
         crate::backend::read::read_floats(softmax(model.forward(x), 1))
     })
     .map_err(|e| TrainError::Read(e).into())
@@ -30,27 +31,31 @@ fn classify(
 /// others are still answered.
 pub(super) fn predict(args: &PredictPlan) -> Result<String, Error> {
     let device = backend::open(args.device.request(None, false))?;
-    let (model, ..) = interop::load_model(&args.model, &device.device)?;
+    let loaded = interop::load_model(&args.model, &device.device)?;
+    let (model, data) = (&loaded.model, &loaded.data);
     let mut lines = Vec::new();
     let mut failed = 0;
     for path in &args.images {
-        match pictures::load_digit(path) {
+        match pictures::load_for(path, data) {
             Ok(pixels) => {
-                let probs = classify(&model, pixels, &device.device)?;
+                let probs = classify(model, pixels, &device.device)?;
                 let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.truncate(args.top);
+                let name = |d: usize| data.name(d);
                 lines.push(if args.json {
                     serde_json::json!({
                         "file": path,
                         "digit": ranked[0].0,
+                        "class": name(ranked[0].0),
                         "probability": ranked[0].1,
-                        "top": ranked.iter().map(|(d, p)| serde_json::json!({"digit": d, "probability": p})).collect::<Vec<_>>(),
+                        "top": ranked.iter().map(|(d, p)| serde_json::json!({"digit": d, "class": name(*d), "probability": p})).collect::<Vec<_>>(),
                     })
                     .to_string()
                 } else {
-                    let top: Vec<String> = ranked.iter().map(|(d, p)| format!("{d} {p:.4}")).collect();
-                    format!("{}: {} (top: {})", path.display(), ranked[0].0, top.join(", "))
+                    let top: Vec<String> =
+                        ranked.iter().map(|(d, p)| format!("{} {p:.4}", name(*d))).collect();
+                    format!("{}: {} (top: {})", path.display(), name(ranked[0].0), top.join(", "))
                 });
             }
             Err(e) => {

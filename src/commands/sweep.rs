@@ -4,6 +4,7 @@
 
 use super::train::train;
 use super::{Error, one_line};
+use crate::data::{self, SplitSizes};
 use crate::interrupts::Interrupts;
 use crate::logging::LogOptions;
 use crate::plan::SweepPlan;
@@ -28,14 +29,25 @@ pub(super) fn sweep(
     let end = if plan.report {
         worker.report()?
     } else {
+        // The data's identity goes into the record: a worker given other data is refused.
+        let common = &plan.common;
+        let sizes = SplitSizes {
+            valid: common
+                .gave("--valid-size")
+                .then_some(common.recipe.valid_size),
+            test: common.recipe.test_size,
+        };
+        let info = data::load(&common.data, sizes)?.info;
         let asked = SweepRecord {
             trainer_version: env!("CARGO_PKG_VERSION").into(),
             points: plan.points.clone(),
             common: plan.common_args.clone(),
-            recipe: plan.common.recipe.clone(),
+            recipe: common.recipe.clone(),
+            data: Some(info.clone()),
         };
         worker.run(asked, |point, dir, started, claim| {
-            let run = plan.common.at_point(point, dir, started);
+            let mut run = common.at_point(point, dir, started);
+            run.expected_data = Some(info.clone());
             match train(&run, log, interrupts, Some(claim)) {
                 Ok(_) => PointOutcome::Done,
                 Err(Error::Interrupted(_)) => PointOutcome::Interrupted,

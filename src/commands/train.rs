@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::Error;
 use crate::backend::{self, BackendKind};
 use crate::checkpoint;
-use crate::data::Mnist;
+use crate::data::{self, DataInfo, DataRequest, SplitSizes};
 use crate::interop;
 use crate::interop::tensorboard::EventLog;
 use crate::interrupts::Interrupts;
@@ -19,6 +19,7 @@ use crate::model::Model;
 use crate::plan::{RunStart, TrainPlan};
 use crate::recipe::TrainConfig;
 use crate::run::epochs::EpochWriter;
+use crate::run::records::DataRecord;
 use crate::run::{self, Guard, RunConfig, RunDir, Start, TestReport, plots};
 use crate::session::{Session, TrainingRecord};
 use crate::training::{self, Feed, Observer, ObserverError, Outcome, Sets, StepMethod, TrainError};
@@ -32,12 +33,14 @@ pub(super) fn train(
     guard: Option<&dyn Guard>,
 ) -> Result<String, Error> {
     let (resumed, mut run_config) = run_config(plan)?;
-    let config = run_config.recipe.clone();
     // Data first: a bad file is reported before a slow GPU initialisation, and neither
     // failure leaves an empty run directory behind.
-    let mnist = Mnist::load(&plan.data_dir)?;
-    let sets = Sets::new(&mnist, &config)?;
-    drop(mnist);
+    let (data, request) = load_data(plan, &mut run_config, resumed.is_some())?;
+    let config = run_config.recipe.clone();
+    let sets = Sets::new(&data, &config)?;
+    // The data's splits live on in `sets` (limited copies, or shared with it).
+    let info = data.info.clone();
+    drop(data);
     // A resumed run continues on the backend it last ran on, unless --backend says otherwise.
     let recorded: Option<BackendKind> = run_config.starts.last().map(|s| s.device.backend);
     let asks_fused = plan.feed.step == StepMethod::Fused
@@ -66,11 +69,19 @@ pub(super) fn train(
             device: device.device.clone(),
             keep: plan.keep,
             patience: config.patience.is_some(),
+            data: info.clone(),
         },
         bar: StepBar::new(logging::bar_allowed(log), config.batch_size),
         interrupts: interrupts.clone(),
     };
-    let mut session = open_session(&run, is_resumed, &config, &device.device, &mut observer)?;
+    let mut session = open_session(
+        &run,
+        is_resumed,
+        &config,
+        &info,
+        &device.device,
+        &mut observer,
+    )?;
     run_config.starts.push(Start {
         at: run::now(),
         args: plan.args.clone(),
@@ -79,13 +90,13 @@ pub(super) fn train(
     });
     run_config.prefetch = plan.feed.prefetch;
     run.write_config(&run_config)?;
-    log_recipe(&run, plan, &config, &sets);
+    log_recipe(&run, &request.path, &config, &sets);
     let feed = training::decide_step(
         &plan.feed,
         &config,
         &device.device,
         &session.model,
-        sets.train.len(),
+        &sets.train,
     );
 
     let outcome = training::train(
@@ -118,6 +129,7 @@ pub(super) fn train(
         &run,
         &mut observer.files.events,
         session.model.valid(),
+        &info,
         &sets,
         &device.device,
         &feed,
@@ -154,12 +166,86 @@ fn run_config(plan: &TrainPlan) -> Result<(Option<RunDir>, RunConfig), Error> {
     let config = RunConfig {
         trainer_version: env!("CARGO_PKG_VERSION").into(),
         recipe: new_recipe(plan)?,
-        data_dir: plan.data_dir.clone(),
+        data_dir: plan.data.path.clone(),
+        data: None,
         prefetch: plan.feed.prefetch,
         keep: format!("{:?}", plan.keep).to_lowercase(),
         starts: Vec::new(),
     };
     Ok((None, config))
+}
+
+/// Reads the run's data, refuses it where it is not what the run (or the sweep) was trained
+/// on, and records it and the split it made in `run`.
+fn load_data(
+    plan: &TrainPlan,
+    run: &mut RunConfig,
+    resumed: bool,
+) -> Result<(data::Data, DataRequest), Error> {
+    let (request, sizes) = data_for(plan, run, resumed);
+    let data = data::load(&request, sizes)?;
+    if let Some(recorded) = &run.data
+        && let Some(why) = recorded.info.difference(&data.info, "the run's")
+    {
+        return Err(Error::DataDiffers(format!(
+            "--data {}: {why} (a resumed run keeps its data)",
+            request.path.display()
+        )));
+    }
+    if let Some(expected) = &plan.expected_data
+        && let Some(why) = expected.difference(&data.info, "the sweep's")
+    {
+        return Err(Error::DataDiffers(format!(
+            "--data {}: {why}",
+            request.path.display()
+        )));
+    }
+    run.recipe.valid_size = data.valid_size;
+    run.data_dir = request.path.clone();
+    run.data = Some(DataRecord {
+        format: request.format(),
+        image_size: request.image_size,
+        channels: request.channels,
+        skip_bad: request.skip_bad,
+        info: data.info.clone(),
+    });
+    Ok((data, request))
+}
+
+/// The data to read and how to split it: as the flags say; for a resumed run, what the run
+/// recorded (its data, its split) wherever a flag does not say otherwise.
+fn data_for(plan: &TrainPlan, run: &RunConfig, resumed: bool) -> (DataRequest, SplitSizes) {
+    let recipe = &run.recipe;
+    let mut request = plan.data.clone();
+    let given_valid = plan.gave("--valid-size") || resumed;
+    let sizes = SplitSizes {
+        valid: given_valid.then_some(recipe.valid_size),
+        test: recipe.test_size,
+    };
+    if !resumed {
+        return (request, sizes);
+    }
+    let same_data = !plan.gave("--data");
+    if same_data {
+        request.path = run.data_dir.clone();
+    }
+    if let Some(recorded) = &run.data {
+        // The recorded kind where the data is the recorded data; other data is told by what
+        // is there.
+        if same_data && !plan.gave("--data-format") {
+            request.format = Some(recorded.format);
+        }
+        if !plan.gave("--image-size") {
+            request.image_size = recorded.image_size;
+        }
+        if !plan.gave("--channels") {
+            request.channels = recorded.channels;
+        }
+        if !plan.gave("--skip-bad") {
+            request.skip_bad = recorded.skip_bad;
+        }
+    }
+    (request, sizes)
 }
 
 /// The recipe of a new run. With `--init-from` the network is the file's: `--model` and
@@ -181,14 +267,20 @@ fn new_recipe(plan: &TrainPlan) -> Result<TrainConfig, Error> {
     }
 }
 
-/// A new session for `config`: the seed's weights, or those of `--init-from`.
-fn new_session(config: &TrainConfig, device: &Device) -> Result<Session, Error> {
+/// A new session for `config` on `data`: the seed's weights, or those of `--init-from`.
+fn new_session(config: &TrainConfig, data: &DataInfo, device: &Device) -> Result<Session, Error> {
     let Some(path) = &config.init_from else {
-        return Ok(Session::new(config, device).map_err(TrainError::from)?);
+        return Ok(Session::new(config, data, device).map_err(TrainError::from)?);
     };
-    let (model, ..) = interop::load_model(path, &device.clone().autodiff())?;
+    let loaded = interop::load_model(path, &device.clone().autodiff())?;
+    if let Some(why) = loaded.data.difference(data, "the file's") {
+        return Err(Error::DataDiffers(format!(
+            "--init-from {}: the data does not fit: {why}",
+            path.display()
+        )));
+    }
     info!(init_from = %path.display(), "starting from these weights");
-    Ok(Session::starting_from(model, config))
+    Ok(Session::starting_from(loaded.model, config, data))
 }
 
 /// The session to train: the run's checkpoint when it has one (the files written after the
@@ -197,6 +289,7 @@ fn open_session(
     run: &RunDir,
     is_resumed: bool,
     config: &TrainConfig,
+    data: &DataInfo,
     device: &Device,
     observer: &mut RunObserver,
 ) -> Result<Session, Error> {
@@ -205,7 +298,7 @@ fn open_session(
         if is_resumed {
             info!(run = %run.path().display(), "no checkpoint was saved yet: the run starts over");
         }
-        return new_session(config, device);
+        return new_session(config, data, device);
     }
     let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
     let done = session.record.epochs_done();
@@ -229,10 +322,10 @@ fn open_session(
 }
 
 /// The log line that opens a run: where, on what data, with which recipe.
-fn log_recipe(run: &RunDir, plan: &TrainPlan, config: &TrainConfig, sets: &Sets) {
+fn log_recipe(run: &RunDir, data: &std::path::Path, config: &TrainConfig, sets: &Sets) {
     info!(
         run = %run.path().display(),
-        data_dir = %plan.data_dir.display(),
+        data_dir = %data.display(),
         epochs = config.epochs,
         batch_size = config.batch_size,
         lr = config.lr,
@@ -257,14 +350,21 @@ fn finish(
     run: &RunDir,
     events: &mut EventLog,
     model: Model,
+    data: &DataInfo,
     sets: &Sets,
     device: &Device,
     feed: &Feed,
 ) -> Result<String, Error> {
-    checkpoint::save_model(&model, &run.final_model())?;
+    checkpoint::save_model(&model, data, &run.final_model())?;
     let test_data = feed.assembler(&sets.test, device);
     let (metrics, predicted) = training::evaluate(&model, &test_data, feed)?;
-    let test = TestReport::new(&run.final_model(), metrics, &sets.test.labels, &predicted);
+    let test = TestReport::new(
+        &run.final_model(),
+        metrics,
+        sets.test.labels(),
+        &predicted,
+        &data.classes,
+    );
     run.write_test(&test)?;
     events.test(&metrics)?;
     info!(

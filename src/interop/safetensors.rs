@@ -1,6 +1,6 @@
 //! A model as safetensors in PyTorch's layout: the state dict of the PyTorch module the README
-//! defines for the network (`fc1.weight`, `fc1.bias`, …), float32, with the architecture in the
-//! file's metadata. Written with Hugging Face's `safetensors` crate, the reference
+//! defines for the network (`fc1.weight`, `fc1.bias`, …), float32, with the architecture and
+//! the data's identity (input shape, class names) in the file's metadata. Written with Hugging Face's `safetensors` crate, the reference
 //! implementation of the format (burn's own store writes burn's parameter paths and layouts,
 //! not those of a PyTorch module), and read back, from `trainer` or from PyTorch, as untrusted
 //! input: the file is read only up to its size on disk (capped), the header is checked by the
@@ -14,6 +14,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::InteropError;
 use super::torch::{TorchLayer, TorchLayoutError, torch_layers, torch_shapes};
+use crate::data::{DataInfo, ImageShape, Style};
 use crate::files::{corrupt, io_err};
 use crate::model::{Architecture, Model};
 
@@ -23,6 +24,12 @@ const MAX_FILE_BYTES: u64 = 8 << 30;
 /// Metadata keys `trainer` writes (and reads when present).
 const ARCHITECTURE_KEY: &str = "architecture";
 const HIDDEN_KEY: &str = "hidden";
+/// `C,H,W` of the input.
+const INPUT_KEY: &str = "input_shape";
+/// The class names, a JSON array.
+const CLASSES_KEY: &str = "classes";
+/// How a picture is prepared: `centred` or `plain`.
+const STYLE_KEY: &str = "style";
 
 /// What a safetensors file holds: the network it describes and its layers.
 #[derive(Debug)]
@@ -33,11 +40,14 @@ pub struct TorchFile {
     pub hidden: Vec<usize>,
     /// The layers in PyTorch's layout, in the network's order.
     pub layers: Vec<TorchLayer>,
+    /// What it was trained on (from the metadata; MNIST's for a file without it).
+    pub data: DataInfo,
 }
 
-/// The bytes of `model` as a safetensors file (`path` is for error messages).
-pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
-    let layers = torch_layers(model)?;
+/// The bytes of `model` (trained on `data`) as a safetensors file (`path` is for error
+/// messages).
+pub fn encode(model: &Model, data: &DataInfo, path: &Path) -> Result<Vec<u8>, InteropError> {
+    let layers = torch_layers(model, data)?;
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut tensors = Vec::new();
     for layer in &layers {
@@ -67,12 +77,72 @@ pub fn encode(model: &Model, path: &Path) -> Result<Vec<u8>, InteropError> {
             model.architecture().to_string(),
         ),
         (HIDDEN_KEY.to_string(), widths(&model.hidden())),
+        (INPUT_KEY.to_string(), input_shape(data.shape)),
+        (
+            CLASSES_KEY.to_string(),
+            serde_json::to_string(&data.classes).unwrap_or_default(),
+        ),
+        (
+            STYLE_KEY.to_string(),
+            match data.style {
+                Style::Centred => "centred".into(),
+                Style::Plain => "plain".into(),
+            },
+        ),
         (
             "producer".to_string(),
             format!("trainer {}", env!("CARGO_PKG_VERSION")),
         ),
     ]);
     Ok(safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e.to_string()))?)
+}
+
+/// The input shape as the metadata writes it: `C,H,W`.
+pub(crate) fn input_shape(shape: ImageShape) -> String {
+    format!("{},{},{}", shape.channels, shape.height, shape.width)
+}
+
+/// The data the metadata describes; MNIST's where it says nothing (a file written before, or
+/// by PyTorch), with as many classes as the last layer has.
+fn data_of(meta: &HashMap<String, String>, classes: usize) -> Result<DataInfo, Decode> {
+    let mut data = DataInfo::mnist();
+    data.classes = (0..classes).map(|c| c.to_string()).collect();
+    if let Some(shape) = meta.get(INPUT_KEY) {
+        let dims: Vec<usize> = shape
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| Decode::Corrupt(format!("metadata: input_shape {shape:?}: {e}")))?;
+        let [channels, height, width] = dims[..] else {
+            return Err(Decode::Corrupt(format!(
+                "metadata: input_shape {shape:?}: expected C,H,W"
+            )));
+        };
+        if !matches!(channels, 1 | 3) || height == 0 || width == 0 || height > 4096 || width > 4096
+        {
+            return Err(Decode::Corrupt(format!("metadata: input_shape {shape:?}")));
+        }
+        data.shape = ImageShape {
+            channels,
+            height,
+            width,
+        };
+    }
+    if let Some(names) = meta.get(CLASSES_KEY) {
+        data.classes = serde_json::from_str(names)
+            .map_err(|e| Decode::Corrupt(format!("metadata: classes: {e}")))?;
+    }
+    if meta.get(STYLE_KEY).is_some_and(|s| s == "plain") {
+        data.style = Style::Plain;
+    }
+    if !(2..=crate::data::MAX_CLASSES).contains(&data.classes.len()) {
+        return Err(Decode::Corrupt(format!(
+            "metadata: {} classes (2 to {})",
+            data.classes.len(),
+            crate::data::MAX_CLASSES
+        )));
+    }
+    Ok(data)
 }
 
 /// Widths as the metadata writes them: `30,10`.
@@ -148,11 +218,21 @@ fn decode(bytes: &[u8]) -> Result<TorchFile, Decode> {
         Some(name) => from_metadata(name, meta.get(HIDDEN_KEY))?,
         None => from_shapes(&parts),
     };
-    let layers = in_order(architecture, &hidden, parts)?;
+    // The classes: the last dense layer's outputs, where the metadata does not name them.
+    let last = parts
+        .iter()
+        .filter(|(name, _)| name.starts_with("fc"))
+        .max_by_key(|(name, _)| name[2..].parse::<usize>().unwrap_or(0))
+        .and_then(|(_, [weight, _])| weight.as_ref())
+        .and_then(|(shape, _)| shape.first().copied())
+        .unwrap_or(10);
+    let data = data_of(&meta, last)?;
+    let layers = in_order(architecture, &hidden, &data, parts)?;
     Ok(TorchFile {
         architecture,
         hidden,
         layers,
+        data,
     })
 }
 
@@ -205,9 +285,10 @@ fn from_shapes(parts: &Parts) -> (Architecture, Vec<usize>) {
 fn in_order(
     architecture: Architecture,
     hidden: &[usize],
+    data: &DataInfo,
     mut parts: Parts,
 ) -> Result<Vec<TorchLayer>, Decode> {
-    let expected = torch_shapes(architecture, hidden);
+    let expected = torch_shapes(architecture, hidden, data);
     let names: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
     let mismatch = |parts: &Parts| {
         Decode::Layout(TorchLayoutError::Layers {
@@ -250,7 +331,14 @@ mod tests {
     use burn::tensor::Device;
 
     fn model(architecture: Architecture, hidden: &[usize]) -> Model {
-        Model::new(architecture, hidden, 3, &Device::flex()).unwrap()
+        Model::new(
+            architecture,
+            hidden,
+            &crate::data::DataInfo::mnist(),
+            3,
+            &Device::flex(),
+        )
+        .unwrap()
     }
 
     /// Layers as `decode` collects them from a file: weight and bias by layer name.
@@ -278,12 +366,18 @@ mod tests {
             (Architecture::Cnn, vec![]),
         ] {
             let before = model(architecture, &hidden);
-            let bytes = encode(&before, Path::new("m.safetensors")).unwrap();
+            let bytes = encode(
+                &before,
+                &crate::data::DataInfo::mnist(),
+                Path::new("m.safetensors"),
+            )
+            .unwrap();
             let file = decode(&bytes).unwrap();
             assert_eq!((file.architecture, &file.hidden), (architecture, &hidden));
             let after = from_torch_layers(
                 file.architecture,
                 &file.hidden,
+                &crate::data::DataInfo::mnist(),
                 file.layers,
                 &Device::flex(),
             )
@@ -300,10 +394,22 @@ mod tests {
             (Architecture::Mlp, vec![7]),
             (Architecture::Cnn, vec![]),
         ] {
-            let layers = torch_layers(&model(architecture, &hidden)).unwrap();
+            let layers = torch_layers(
+                &model(architecture, &hidden),
+                &crate::data::DataInfo::mnist(),
+            )
+            .unwrap();
             let parts = parts_of(layers);
             assert_eq!(from_shapes(&parts), (architecture, hidden.clone()));
-            assert!(in_order(architecture, &hidden, parts).is_ok());
+            assert!(
+                in_order(
+                    architecture,
+                    &hidden,
+                    &crate::data::DataInfo::mnist(),
+                    parts
+                )
+                .is_ok()
+            );
         }
     }
 
@@ -317,13 +423,14 @@ mod tests {
             byte in proptest::prelude::any::<u8>(),
         ) {
             proptest::prop_assert!(decode(&noise).is_err());
-            let mut bytes = encode(&model(Architecture::Mlp, &[3]), Path::new("m")).unwrap();
+            let mut bytes = encode(&model(Architecture::Mlp, &[3]), &crate::data::DataInfo::mnist(), Path::new("m")).unwrap();
             let at = at % bytes.len();
             bytes[at] = byte;
             if let Ok(file) = decode(&bytes) {
                 let _ = from_torch_layers(
                     file.architecture,
                     &file.hidden,
+                    &crate::data::DataInfo::mnist(),
                     file.layers,
                     &Device::flex(),
                 );
@@ -335,7 +442,12 @@ mod tests {
     /// is refused before any network is built.
     #[test]
     fn metadata_that_does_not_fit_the_tensors_is_refused() {
-        let good = encode(&model(Architecture::Mlp, &[3]), Path::new("m")).unwrap();
+        let good = encode(
+            &model(Architecture::Mlp, &[3]),
+            &crate::data::DataInfo::mnist(),
+            Path::new("m"),
+        )
+        .unwrap();
         let with_hidden = |hidden: &str| {
             let tensors = SafeTensors::deserialize(&good).unwrap().tensors();
             let meta = HashMap::from([
@@ -348,6 +460,7 @@ mod tests {
         let err = from_torch_layers(
             file.architecture,
             &file.hidden,
+            &crate::data::DataInfo::mnist(),
             file.layers,
             &Device::flex(),
         )
@@ -364,21 +477,42 @@ mod tests {
     /// Files that fit no network, or are not safetensors at all, are refused with a reason.
     #[test]
     fn what_fits_no_network_is_refused() {
-        let good = encode(&model(Architecture::Mlp, &[30, 10]), Path::new("m")).unwrap();
+        let good = encode(
+            &model(Architecture::Mlp, &[30, 10]),
+            &crate::data::DataInfo::mnist(),
+            Path::new("m"),
+        )
+        .unwrap();
         assert!(matches!(
             decode(&good[..good.len() - 1]),
             Err(Decode::Corrupt(_))
         ));
         assert!(matches!(decode(b"not a file"), Err(Decode::Corrupt(_))));
         // A layer of the wrong width.
-        let mut m = torch_layers(&model(Architecture::Mlp, &[30, 10])).unwrap();
+        let mut m = torch_layers(
+            &model(Architecture::Mlp, &[30, 10]),
+            &crate::data::DataInfo::mnist(),
+        )
+        .unwrap();
         m[1].weight_shape = vec![10, 29];
         let parts = parts_of(m);
         let (architecture, hidden) = from_shapes(&parts);
-        let layers = in_order(architecture, &hidden, parts).unwrap();
-        let err = from_torch_layers(architecture, &hidden, layers, &Device::flex())
-            .unwrap_err()
-            .to_string();
+        let layers = in_order(
+            architecture,
+            &hidden,
+            &crate::data::DataInfo::mnist(),
+            parts,
+        )
+        .unwrap();
+        let err = from_torch_layers(
+            architecture,
+            &hidden,
+            &crate::data::DataInfo::mnist(),
+            layers,
+            &Device::flex(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("fc2: expected a weight of shape [10, 30]"),
             "{err}"
@@ -387,7 +521,12 @@ mod tests {
         let mut parts = Parts::new();
         parts.insert("head".into(), [None, None]);
         assert!(matches!(
-            in_order(Architecture::Mlp, &[], parts),
+            in_order(
+                Architecture::Mlp,
+                &[],
+                &crate::data::DataInfo::mnist(),
+                parts
+            ),
             Err(Decode::Layout(TorchLayoutError::Layers { .. }))
         ));
     }

@@ -9,6 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, TensorData};
 
 use crate::backend::read::{ReadError, read_floats};
+use crate::data::DataInfo;
 use crate::model::{Architecture, Layer, LayerMut, Model, ModelError};
 
 /// One layer's parameters in PyTorch's layout and under its PyTorch module name.
@@ -31,12 +32,16 @@ impl TorchLayer {
     }
 }
 
-/// The layers of `architecture` as PyTorch names them, with their weight shapes in PyTorch's
-/// layout: what a file in that layout must hold.
-pub fn torch_shapes(architecture: Architecture, hidden: &[usize]) -> Vec<(String, Vec<usize>)> {
+/// The layers of `architecture` on `data` as PyTorch names them, with their weight shapes in
+/// PyTorch's layout: what a file in that layout must hold.
+pub fn torch_shapes(
+    architecture: Architecture,
+    hidden: &[usize],
+    data: &DataInfo,
+) -> Vec<(String, Vec<usize>)> {
     let (mut convs, mut dense) = (0, 0);
     architecture
-        .layer_shapes(hidden)
+        .layer_shapes(hidden, data)
         .into_iter()
         .map(|l| {
             if l.conv {
@@ -82,8 +87,9 @@ pub enum TorchLayoutError {
     Model(#[from] ModelError),
 }
 
-/// `model`'s parameters in PyTorch's layout, layer by layer (see [`TorchLayer`]).
-pub fn torch_layers(model: &Model) -> Result<Vec<TorchLayer>, ReadError> {
+/// `model`'s parameters (trained on `data`) in PyTorch's layout, layer by layer (see
+/// [`TorchLayer`]).
+pub fn torch_layers(model: &Model, data: &DataInfo) -> Result<Vec<TorchLayer>, ReadError> {
     let values = model
         .layers()
         .into_iter()
@@ -103,7 +109,7 @@ pub fn torch_layers(model: &Model) -> Result<Vec<TorchLayer>, ReadError> {
             Ok((weight, bias))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(torch_shapes(model.architecture(), &model.hidden())
+    Ok(torch_shapes(model.architecture(), &model.hidden(), data)
         .into_iter()
         .zip(values)
         .map(|((name, weight_shape), (weight, bias))| TorchLayer {
@@ -115,15 +121,16 @@ pub fn torch_layers(model: &Model) -> Result<Vec<TorchLayer>, ReadError> {
         .collect())
 }
 
-/// Builds `architecture` on `device` with the weights `layers` give in PyTorch's layout;
-/// the layers must be exactly those of [`torch_shapes`], in that order.
+/// Builds `architecture` for `data` on `device` with the weights `layers` give in PyTorch's
+/// layout; the layers must be exactly those of [`torch_shapes`], in that order.
 pub fn from_torch_layers(
     architecture: Architecture,
     hidden: &[usize],
+    data: &DataInfo,
     layers: Vec<TorchLayer>,
     device: &Device,
 ) -> Result<Model, TorchLayoutError> {
-    let expected = torch_shapes(architecture, hidden);
+    let expected = torch_shapes(architecture, hidden, data);
     if expected.len() != layers.len()
         || expected.iter().zip(&layers).any(|((n, _), l)| *n != l.name)
     {
@@ -147,7 +154,7 @@ pub fn from_torch_layers(
             });
         }
     }
-    let mut model = Model::new(architecture, hidden, 0, device)?;
+    let mut model = Model::new(architecture, hidden, data, 0, device)?;
     for (target, layer) in model.layers_mut().into_iter().zip(layers) {
         match target {
             LayerMut::Dense(linear) => set_dense(linear, layer, device),

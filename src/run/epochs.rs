@@ -8,6 +8,7 @@ use burn::tensor::Device;
 
 use super::{Guard, GuardError, RunDir, RunError};
 use crate::checkpoint;
+use crate::data::DataInfo;
 use crate::files::{self, FileError};
 use crate::interop::InteropError;
 use crate::interop::tensorboard::EventLog;
@@ -59,6 +60,8 @@ pub struct EpochWriter<'a> {
     pub recipe: TrainConfig,
     /// Training steps in an epoch.
     pub steps: usize,
+    /// What the model is trained on, for the model files' headers.
+    pub data: DataInfo,
     /// Checked before every write: a sweep's claim on this run (a worker whose claim was
     /// taken over stops writing).
     pub guard: Option<&'a dyn Guard>,
@@ -80,6 +83,7 @@ impl EpochWriter<'_> {
             model: model.clone(),
             optimizer: optimizer.clone(),
             record: record.clone(),
+            data: self.data.clone(),
         };
         Ok(checkpoint::save_checkpoint(
             &self.run.checkpoint(),
@@ -113,10 +117,10 @@ impl EpochWriter<'_> {
         }
         let valid_model = || model.clone().valid();
         if improved && self.keep != Keep::Last {
-            checkpoint::save_model(&valid_model(), &self.run.best_model())?;
+            checkpoint::save_model(&valid_model(), &self.data, &self.run.best_model())?;
         }
         if self.patience && record.best_val_loss.is_some_and(|(_, e)| e == epoch) {
-            checkpoint::save_model(&valid_model(), &self.run.best_loss_model())?;
+            checkpoint::save_model(&valid_model(), &self.data, &self.run.best_loss_model())?;
         }
         self.run.write_history(&record.history)?;
         let (recipe, steps) = (&self.recipe, self.steps);

@@ -284,6 +284,15 @@ impl RunDir {
         Ok(files::read_json(&self.test())?)
     }
 
+    /// What the run was trained on, as its `config.json` records it (MNIST's for a run
+    /// recorded before other data).
+    pub fn data_info(&self) -> Result<crate::data::DataInfo, RunError> {
+        Ok(self
+            .read_config()?
+            .data
+            .map_or_else(crate::data::DataInfo::mnist, |d| d.info))
+    }
+
     /// The model file `--model PATH` names: PATH itself, or for a run directory its final
     /// model (its best one by validation accuracy with `best`).
     pub fn model_file(path: &Path, best: bool) -> PathBuf {

@@ -30,7 +30,15 @@ pub fn draw(run: &RunDir) -> Result<Vec<PathBuf>, PlotsError> {
     }
     if run.test().is_file() {
         let test = run.read_test()?;
-        written.extend(plot::confusion(&test.confusion, &run.plot("confusion"))?);
+        let names = match test.classes.is_empty() {
+            true => run.data_info()?.classes,
+            false => test.classes,
+        };
+        written.extend(plot::confusion(
+            &test.confusion,
+            &names,
+            &run.plot("confusion"),
+        )?);
     }
     Ok(written)
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::DeviceInfo;
+use crate::data::{DataFormat, DataInfo};
 use crate::metrics::{ClassStats, Confusion, Metrics};
 use crate::recipe::TrainConfig;
 
@@ -22,6 +23,24 @@ pub struct Start {
     pub from_epoch: usize,
 }
 
+/// What a run was trained on: the data flags as resolved, and the data's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// The source's kind.
+    pub format: DataFormat,
+    /// `--image-size`, if given.
+    #[serde(default)]
+    pub image_size: Option<(usize, usize)>,
+    /// `--channels`, if given.
+    #[serde(default)]
+    pub channels: Option<usize>,
+    /// `--skip-bad`.
+    #[serde(default)]
+    pub skip_bad: bool,
+    /// The data's identity: image shape, class names, how pictures are prepared.
+    pub info: DataInfo,
+}
+
 /// `config.json`: everything needed to know, and to continue, what a run did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -29,8 +48,12 @@ pub struct RunConfig {
     pub trainer_version: String,
     /// The recipe.
     pub recipe: TrainConfig,
-    /// The data directory.
+    /// The data (`--data`).
     pub data_dir: PathBuf,
+    /// What the data was and how it was read (a run recorded before data other than MNIST's
+    /// IDX files: MNIST's).
+    #[serde(default)]
+    pub data: Option<DataRecord>,
     /// Batches prepared ahead of the step.
     pub prefetch: usize,
     /// Which checkpoints are kept.
@@ -50,17 +73,34 @@ pub struct TestReport {
     pub per_class: Vec<ClassStats>,
     /// The confusion matrix.
     pub confusion: Confusion,
+    /// The class names, label order (a report written before names: the labels' numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 impl TestReport {
-    /// The report of `metrics` and the confusion of `truth` vs `predicted`.
-    pub fn new(model: &Path, metrics: Metrics, truth: &[u8], predicted: &[u8]) -> Self {
-        let confusion = Confusion::new(truth, predicted);
+    /// The report of `metrics` and the confusion of `truth` vs `predicted` over the classes
+    /// `classes` names. MNIST's digits are not written out (they are their numbers), so its
+    /// `test.json` stays as it was.
+    pub fn new(
+        model: &Path,
+        metrics: Metrics,
+        truth: &[u8],
+        predicted: &[u8],
+        classes: &[String],
+    ) -> Self {
+        let confusion = Confusion::new(truth, predicted, classes.len());
+        let numbered = classes.iter().enumerate().all(|(i, c)| *c == i.to_string());
         Self {
             model: model.to_path_buf(),
             metrics,
             per_class: confusion.per_class(),
             confusion,
+            classes: if numbered {
+                Vec::new()
+            } else {
+                classes.to_vec()
+            },
         }
     }
 
@@ -71,7 +111,7 @@ impl TestReport {
             self.metrics.loss,
             self.metrics.accuracy,
             self.metrics.count,
-            self.confusion.table()
+            self.confusion.table(&self.classes)
         )
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Point, SweepError};
+use crate::data::DataInfo;
 use crate::files;
 use crate::recipe::TrainConfig;
 
@@ -23,6 +24,9 @@ pub struct SweepRecord {
     /// are not the recipe's (the data directory, the backend, logging) may differ between
     /// workers, as machines differ.
     pub recipe: TrainConfig,
+    /// The data every point trains on (a sweep recorded before other data: MNIST's).
+    #[serde(default)]
+    pub data: Option<DataInfo>,
 }
 
 impl SweepRecord {
@@ -46,6 +50,12 @@ impl SweepRecord {
             ));
         }
         let fields = self.recipe.differences(&asked.recipe);
+        let data = |r: &SweepRecord| r.data.clone().unwrap_or_else(DataInfo::mnist);
+        if fields.is_empty() {
+            return data(self)
+                .difference(&data(asked), "the sweep's")
+                .map(|why| format!("other data ({why})"));
+        }
         (!fields.is_empty()).then(|| {
             let fields: Vec<String> = fields
                 .iter()
@@ -128,6 +138,7 @@ mod tests {
             points: lrs.iter().copied().map(point).collect(),
             common: Vec::new(),
             recipe,
+            data: None,
         }
     }
 

@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::backend::read::ReadError;
 use crate::backend::with_subnormals_flushed;
-use crate::data::{DataError, Mnist, Split};
+use crate::data::{Data, DataError, Split};
 use crate::gpu::fused::{FusedError, FusedStep};
 use crate::gpu::gather::GatherMethod;
 use crate::gpu::kernels::Gpu;
@@ -102,7 +102,7 @@ pub fn decide_step(
     config: &TrainConfig,
     device: &Device,
     model: &Model,
-    train_len: usize,
+    train: &Split,
 ) -> Feed {
     let generic = Feed {
         step: StepMethod::Generic,
@@ -112,7 +112,7 @@ pub fn decide_step(
         return generic;
     }
     let gather_kernel = feed.gather == GatherMethod::Kernel;
-    match crate::gpu::fused::fits(config, gather_kernel, model, train_len) {
+    match crate::gpu::fused::fits(config, gather_kernel, model, train.shape, train.len()) {
         Ok(()) => {
             debug!(model = %config.model, "fused training step");
             *feed
@@ -141,11 +141,10 @@ impl Sets {
         self.train.len().div_ceil(batch_size)
     }
 
-    /// Splits MNIST as the recipe says: the last `valid_size` training images for validation,
-    /// then the optional limits.
-    pub fn new(mnist: &Mnist, config: &TrainConfig) -> Result<Self, DataError> {
-        let (mut train, valid) = mnist.train.split_last(config.valid_size)?;
-        let mut test = mnist.test.clone();
+    /// The data's splits (already split as the recipe says), with the recipe's limits.
+    pub fn new(data: &Data, config: &TrainConfig) -> Result<Self, DataError> {
+        let (mut train, valid) = (data.train.clone(), data.valid.clone());
+        let mut test = data.test.clone();
         if let Some(n) = config.train_limit {
             train = train.slice(0..n.min(train.len()));
         }
@@ -493,43 +492,48 @@ mod tests {
         }
     }
 
-    fn mnist(n: usize, m: usize) -> Mnist {
-        // Learnable toy data: the label is written into the image's brightness.
+    /// Learnable toy data of `n` training images (the last `valid` for validation) and `m`
+    /// test images: the label is written into the image's brightness.
+    fn toy(n: usize, m: usize, valid: usize) -> Data {
         let split = |n: usize| {
             let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
             let images = labels
                 .iter()
                 .flat_map(|&l| (0..784).map(move |p| if p % 10 == l as usize { 250 } else { 3 }))
                 .collect();
-            Split::new(images, labels).unwrap()
+            Split::new(images, labels, crate::data::ImageShape::MNIST).unwrap()
         };
-        Mnist {
-            train: split(n),
+        let (train, valid_split) = split(n).split_last(valid).unwrap();
+        Data {
+            train,
+            valid: valid_split,
             test: split(m),
+            info: crate::data::DataInfo::mnist(),
+            skipped: 0,
+            valid_size: valid,
         }
     }
 
     #[test]
     fn sets_follow_the_split_and_limits() {
-        let mnist = mnist(100, 20);
         let config = TrainConfig {
             valid_size: 30,
             train_limit: Some(50),
             test_limit: Some(5),
             ..TrainConfig::default()
         };
-        let sets = Sets::new(&mnist, &config).unwrap();
+        let sets = Sets::new(&toy(100, 20, 30), &config).unwrap();
         assert_eq!(
             (sets.train.len(), sets.valid.len(), sets.test.len()),
             (50, 30, 5)
         );
-        assert_eq!(sets.valid.labels[0], 0, "validation starts at image 70");
+        assert_eq!(sets.valid.labels()[0], 0, "validation starts at image 70");
         let config = TrainConfig {
             train_limit: Some(0),
             valid_size: 10,
             ..TrainConfig::default()
         };
-        assert!(Sets::new(&mnist, &config).is_err());
+        assert!(Sets::new(&toy(100, 20, 10), &config).is_err());
     }
 
     /// Stops after `at` steps in total.
@@ -565,13 +569,13 @@ mod tests {
             valid_size: 20,
             ..TrainConfig::default()
         };
-        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
-        let mut straight = Session::new(&config, &device).unwrap();
+        let sets = Sets::new(&toy(100, 10, config.valid_size), &config).unwrap();
+        let mut straight = Session::new(&config, &crate::data::DataInfo::mnist(), &device).unwrap();
         let outcome = train(&config, &sets, &device, &feed(0), &mut straight, &mut Quiet).unwrap();
         assert_eq!(outcome, Outcome::Completed);
 
         // 10 steps an epoch: stop in the middle of epoch 2, then resume from the saved state.
-        let mut first = Session::new(&config, &device).unwrap();
+        let mut first = Session::new(&config, &crate::data::DataInfo::mnist(), &device).unwrap();
         let mut stop = StopAfter {
             at: 14,
             seen: 0,
@@ -585,6 +589,7 @@ mod tests {
             model,
             optimizer,
             record,
+            data: crate::data::DataInfo::mnist(),
         };
         train(&config, &sets, &device, &feed(1), &mut resumed, &mut Quiet).unwrap();
 
@@ -614,9 +619,10 @@ mod tests {
             valid_size: 20,
             ..TrainConfig::default()
         };
-        let sets = Sets::new(&mnist(100, 10), &base).unwrap();
+        let sets = Sets::new(&toy(100, 10, base.valid_size), &base).unwrap();
         let run = |config: &TrainConfig| {
-            let mut session = Session::new(config, &device).unwrap();
+            let mut session =
+                Session::new(config, &crate::data::DataInfo::mnist(), &device).unwrap();
             train(config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
             session
         };
@@ -681,8 +687,8 @@ mod tests {
             patience: Some(2),
             ..TrainConfig::default()
         };
-        let sets = Sets::new(&mnist(100, 10), &config).unwrap();
-        let mut session = Session::new(&config, &device).unwrap();
+        let sets = Sets::new(&toy(100, 10, config.valid_size), &config).unwrap();
+        let mut session = Session::new(&config, &crate::data::DataInfo::mnist(), &device).unwrap();
         let outcome = train(&config, &sets, &device, &feed(0), &mut session, &mut Quiet).unwrap();
         let Outcome::EarlyStopped { epoch, best } = outcome else {
             panic!("expected early stopping, got {outcome:?}");

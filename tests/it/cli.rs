@@ -8,7 +8,7 @@ use crate::support::{data_dir, result, run, text, trainer};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use trainer::data::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, write_split};
+use trainer::data::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, write_split};
 
 #[rustfmt::skip]
 /// A small real subset: 10,000 training, 1,000 validation and 2,000 test images.
@@ -79,7 +79,7 @@ fn vulkan_present() -> bool {
 
 /// Whether to run the wgpu tests: a Vulkan driver is there, or CI requires them (and they
 /// then fail without one rather than skip).
-fn wgpu_tests_run() -> bool {
+pub(crate) fn wgpu_tests_run() -> bool {
     let required = std::env::var_os("TRAINER_REQUIRE_WGPU").is_some();
     if !vulkan_present() && !required {
         crate::support::skipped("no Vulkan driver here");
@@ -318,7 +318,7 @@ fn json_log_file_has_one_object_per_line() {
 
 /// A data directory holding a copy of a few real images, for corrupting.
 fn small_data_dir() -> tempfile::TempDir {
-    let mnist = Mnist::load(&data_dir()).unwrap();
+    let mnist = crate::support::mnist();
     let tmp = tempfile::tempdir().unwrap();
     let p = |n: &str| tmp.path().join(n);
     write_split(
@@ -382,7 +382,7 @@ fn bad_files_give_one_clear_line() {
     let mut bad = std::fs::read(&labels).unwrap();
     *bad.last_mut().unwrap() = 11;
     std::fs::write(&labels, bad).unwrap();
-    assert_clean_failure(dir.path(), TEST_LABELS, "label 11");
+    assert_clean_failure(dir.path(), TEST_LABELS, "label 11 at index 19 is outside");
 }
 
 #[test]
@@ -666,7 +666,7 @@ fn predict_reads_digit_pictures() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("run");
     train_into(&out_dir, &[]);
-    let mnist = Mnist::load(&data_dir()).unwrap();
+    let mnist = crate::support::mnist();
     let n = 30;
     let mut files = Vec::new();
     for i in 0..n {
@@ -696,7 +696,7 @@ fn predict_reads_digit_pictures() {
     assert_eq!(answers.len(), n + 3, "one answer per file");
     let digit = |v: &serde_json::Value| v["digit"].as_u64();
     let right = (0..n)
-        .filter(|&i| digit(&answers[i]) == Some(u64::from(mnist.test.labels[i])))
+        .filter(|&i| digit(&answers[i]) == Some(u64::from(mnist.test.labels()[i])))
         .count();
     assert!(right >= 27, "{right} of {n} test digits right");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use trainer::data::{Mnist, TRAIN_IMAGES, default_data_dir};
+use trainer::data::{Data, DataRequest, SplitSizes, TRAIN_IMAGES, default_data_dir};
 
 /// Says, in the test run's own output, that the calling test was skipped for want of a wgpu
 /// device, and why.
@@ -45,9 +45,19 @@ pub fn data_dir() -> PathBuf {
     dir
 }
 
-/// Real MNIST; the tests that need it fail, never skip, without it.
-pub fn mnist() -> Mnist {
-    Mnist::load(&data_dir()).unwrap_or_else(|e| {
+/// Real MNIST, its 60,000 training images whole (no validation split) and its 10,000 test
+/// images; the tests that need it fail, never skip, without it.
+pub fn mnist() -> Data {
+    mnist_with_valid(0)
+}
+
+/// Real MNIST with its last `valid` training images for validation, as a run splits it.
+pub fn mnist_with_valid(valid: usize) -> Data {
+    let sizes = SplitSizes {
+        valid: Some(valid),
+        test: None,
+    };
+    trainer::data::load(&DataRequest::idx(&data_dir()), sizes).unwrap_or_else(|e| {
         panic!("real MNIST is needed: run `python3 scripts/fetch_mnist.py` first ({e})")
     })
 }

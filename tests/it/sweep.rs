@@ -271,17 +271,18 @@ fn a_sweep_directory_keeps_its_grid_and_rebuilds_its_report() {
 }
 
 /// A point that fails the same way `--max-failures` times is given up, named in the table
-/// with its error, and the sweep ends with exit code 1.
+/// with its error, and the sweep ends with exit code 1; data that cannot be read stops the
+/// sweep at once, before any point.
 #[test]
 fn a_point_that_keeps_failing_is_given_up() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let missing = tmp.path().join("no-data");
+    // Early stopping without validation images: every point fails the same way.
     let failed = run(
         trainer(&["sweep", "--max-failures", "2", "--seed", "1,2", "--out"])
             .arg(&out)
-            .args(["--", "--data-dir"])
-            .arg(&missing),
+            .args(["--", "--patience", "2", "--valid-size", "0", "--data-dir"])
+            .arg(data_dir()),
     );
     let stderr = text(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
@@ -296,7 +297,7 @@ fn a_point_that_keeps_failing_is_given_up() {
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(results.contains("Failed"), "{results}");
     assert!(
-        results.contains(&missing.display().to_string()),
+        results.contains("--patience needs a validation set"),
         "{results}"
     );
     let failures: Vec<String> = serde_json::from_slice(
@@ -304,6 +305,18 @@ fn a_point_that_keeps_failing_is_given_up() {
     )
     .unwrap();
     assert_eq!(failures.len(), 2);
+
+    let missing = tmp.path().join("no-data");
+    let stopped = run(trainer(&["sweep", "--out"])
+        .arg(tmp.path().join("other"))
+        .args(["--", "--data-dir"])
+        .arg(&missing));
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(text(&stopped.stderr).contains(&missing.display().to_string()));
+    assert!(
+        !tmp.path().join("other/.claims").exists(),
+        "no point was claimed"
+    );
 }
 
 /// `--report` checks the training flags after `--` as a sweep does: a bad one is refused

@@ -12,8 +12,7 @@ use burn::backend::wgpu::{KernelSource, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 
 use super::ParamMeta;
-use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::gpu::gather::pixels_source;
+use crate::gpu::gather::{ImageLayout, pixels_source};
 use crate::recipe::{ADAM_BETA1, ADAM_BETA2};
 
 /// Words of the step buffer before the batch's rows (mlp_layout.wgsl).
@@ -168,7 +167,7 @@ impl Conv {
 }
 
 /// What selects one compiled variant of the fused kernels: the network's shape, the batch,
-/// the split's size, dropout.
+/// the split's size and how its images are kept, dropout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Variant {
     pub layout: Layout,
@@ -176,22 +175,26 @@ pub(super) struct Variant {
     segments: Vec<Segment>,
     pub count: usize,
     pub dropout: bool,
+    pub images: ImageLayout,
 }
 
 impl Variant {
-    /// The variant for a model with parameters `meta` (burn's order and shapes): an MLP (only
-    /// dense layers) or the CNN (3×3 convolutions, each followed by 2×2 pooling, then dense
-    /// layers). `None`, with the reason, for anything else.
+    /// The variant for a model with parameters `meta` (burn's order and shapes) over the
+    /// images `images` describes: an MLP (only dense layers) or the CNN (3×3 convolutions,
+    /// each followed by 2×2 pooling, then dense layers; square images). `Err`, with the
+    /// reason, for anything else.
     pub fn new(
         meta: &[ParamMeta],
         batch: usize,
         count: usize,
         dropout: bool,
+        images: ImageLayout,
     ) -> Result<Self, String> {
         let mut segments = Vec::new();
         let mut convs = Vec::new();
         let mut widths = Vec::new();
-        let (mut at, mut side, mut channels) = (0, IMAGE_SIDE, 1);
+        let shape = images.shape;
+        let (mut at, mut side, mut channels) = (0, shape.height, shape.channels);
         let mut dense_base = None;
         let mut shapes = meta.iter().map(|(_, shape)| shape.as_slice());
         while let Some(weights) = shapes.next() {
@@ -200,7 +203,17 @@ impl Variant {
             };
             match *weights {
                 [outputs, inputs, 3, 3] if dense_base.is_none() && inputs == channels => {
-                    if bias != outputs || outputs % 8 != 0 || side < 2 {
+                    if shape.height != shape.width {
+                        return Err(format!(
+                            "the fused CNN takes square images, not {}x{}",
+                            shape.height, shape.width
+                        ));
+                    }
+                    if bias != outputs
+                        || outputs % 8 != 0
+                        || side < 2
+                        || inputs > 4 && convs.is_empty()
+                    {
                         return Err(format!("a convolution to {outputs} channels"));
                     }
                     let padded = inputs.div_ceil(4) * 4;
@@ -223,7 +236,11 @@ impl Variant {
                 }
                 [inputs, outputs] if bias == outputs => {
                     if widths.is_empty() {
-                        let expected = channels * side * side;
+                        let expected = if convs.is_empty() {
+                            shape.pixels()
+                        } else {
+                            channels * side * side
+                        };
                         if inputs != expected || inputs % 4 != 0 {
                             return Err(format!("a dense layer of {inputs} inputs"));
                         }
@@ -243,15 +260,19 @@ impl Variant {
                 ref other => return Err(format!("a parameter of shape {other:?}")),
             }
         }
-        let (Some(base), Some(&NUM_CLASSES)) = (dense_base, widths.last()) else {
-            return Err(format!("no dense layers down to {NUM_CLASSES} classes"));
+        let (Some(base), Some(&classes)) = (dense_base, widths.last()) else {
+            return Err("no dense layers".into());
         };
+        if !(2..=crate::data::MAX_CLASSES).contains(&classes) {
+            return Err(format!("{classes} classes"));
+        }
         Ok(Self {
             layout: Layout::new(&widths, batch, base),
             convs,
             segments,
             count,
             dropout,
+            images,
         })
     }
 
@@ -318,7 +339,7 @@ impl Variant {
             .add_template(body)
             .register("rows", l.rows.to_string())
             .register("count", self.count.to_string())
-            .register("classes", NUM_CLASSES.to_string())
+            .register("classes", l.widths[l.widths.len() - 1].to_string())
             .register("rows_at", ROWS_AT.to_string())
             .register("first_in", l.widths[0].to_string())
             .register("first_out", l.widths[1].to_string())
@@ -436,8 +457,10 @@ impl Variant {
             format!("@group(0) @binding({n}) var<storage, read_write> {name}: array<{ty}>;\n")
         };
         if c == 0 {
-            let input = include_str!("../../../shaders/cnn_input_image.wgsl");
-            (bind("image", "f32"), input.to_string())
+            // A registered value cannot hold placeholders: the channels are written in here.
+            let input = include_str!("../../../shaders/cnn_input_image.wgsl")
+                .replace("{{ channels }}", &self.images.shape.channels.to_string());
+            (bind("image", "f32"), input)
         } else {
             let input = include_str!("../../../shaders/cnn_input_pooled.wgsl");
             (bind("below", "vec4<f32>"), input.to_string())
@@ -529,7 +552,8 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
         match self.kernel {
             Kernel::DenseForward => {
                 let stage = if v.convs.is_empty() {
-                    pixels_source() + include_str!("../../../shaders/mlp_stage_pixels.wgsl")
+                    pixels_source(&v.images, 5)
+                        + include_str!("../../../shaders/mlp_stage_pixels.wgsl")
                 } else {
                     include_str!("../../../shaders/mlp_stage_features.wgsl").to_string()
                 };
@@ -556,7 +580,8 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                 .register("workgroup", WORKGROUP.to_string()),
             Kernel::Gather => v
                 .template(
-                    &(pixels_source() + include_str!("../../../shaders/cnn_gather.wgsl")),
+                    &(pixels_source(&v.images, 3)
+                        + include_str!("../../../shaders/cnn_gather.wgsl")),
                     None,
                 )
                 .register("workgroup", WORKGROUP.to_string()),
@@ -609,6 +634,10 @@ mod tests {
     use super::*;
     use burn::module::ParamId;
 
+    fn mnist(count: usize) -> ImageLayout {
+        ImageLayout::of(crate::data::ImageShape::MNIST, count).unwrap()
+    }
+
     fn meta(shapes: &[&[usize]]) -> Vec<ParamMeta> {
         shapes
             .iter()
@@ -619,7 +648,7 @@ mod tests {
     #[test]
     fn the_mlp_layout_places_layers_one_after_another() {
         let meta = meta(&[&[784, 30], &[30], &[30, 10], &[10], &[10, 10], &[10]]);
-        let v = Variant::new(&meta, 30, 1000, true).unwrap();
+        let v = Variant::new(&meta, 30, 1000, true, mnist(1000)).unwrap();
         let l = &v.layout;
         assert_eq!(l.rows, 32, "rows padded to a multiple of 4");
         assert_eq!(l.widths, vec![784, 30, 10, 10]);
@@ -655,7 +684,7 @@ mod tests {
             &[128, 10],
             &[10],
         ]);
-        let v = Variant::new(&meta, 32, 1000, false).unwrap();
+        let v = Variant::new(&meta, 32, 1000, false, mnist(1000)).unwrap();
         let sides: Vec<_> = v
             .convs
             .iter()
@@ -688,17 +717,32 @@ mod tests {
 
     #[test]
     fn shapes_the_kernels_cannot_take_are_refused_by_name() {
-        let odd = meta(&[&[784, 30], &[30], &[30, 7], &[7]]);
+        let one = meta(&[&[784, 30], &[30], &[30, 1], &[1]]);
         assert!(
-            Variant::new(&odd, 32, 10, false)
+            Variant::new(&one, 32, 10, false, mnist(10))
                 .unwrap_err()
-                .contains("10 classes")
+                .contains("1 classes")
         );
         let conv = meta(&[&[6, 1, 3, 3], &[6], &[1176, 10], &[10]]);
         assert!(
-            Variant::new(&conv, 32, 10, false)
+            Variant::new(&conv, 32, 10, false, mnist(10))
                 .unwrap_err()
                 .contains("6 channels")
+        );
+        let wide = ImageLayout::of(
+            crate::data::ImageShape {
+                channels: 1,
+                height: 28,
+                width: 32,
+            },
+            10,
+        )
+        .unwrap();
+        let cnn = meta(&[&[16, 1, 3, 3], &[16], &[1792, 10], &[10]]);
+        assert!(
+            Variant::new(&cnn, 32, 10, false, wide)
+                .unwrap_err()
+                .contains("square")
         );
     }
 }

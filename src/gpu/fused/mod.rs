@@ -37,8 +37,8 @@ use burn::optim::ModuleOptimizer;
 
 use crate::backend::read::ReadError;
 use crate::batch::Shift;
-use crate::data::IMAGE_PIXELS;
-use crate::gpu::gather::{Resident, batch_rows};
+use crate::data::ImageShape;
+use crate::gpu::gather::{ImageLayout, Resident, batch_rows};
 use crate::gpu::kernels::Gpu;
 use crate::metrics::{Metrics, RunningSums};
 use crate::model::{Architecture, Model};
@@ -68,6 +68,7 @@ pub fn fits(
     config: &TrainConfig,
     gather_kernel: bool,
     model: &Model,
+    shape: ImageShape,
     train_len: usize,
 ) -> Result<(), String> {
     if !gather_kernel {
@@ -86,7 +87,13 @@ pub fn fits(
             "the fused step covers hidden layers up to {MAX_WIDTH} units, not {w}"
         ));
     }
-    training_variant(&param_meta(model), config, train_len)
+    let Some(images) = ImageLayout::of(shape, train_len) else {
+        return Err(format!(
+            "{train_len} images of {shape} need more than {} buffers of 128 MiB",
+            crate::gpu::gather::MAX_CHUNKS
+        ));
+    };
+    training_variant(&param_meta(model), config, train_len, images)
         .map(|_| ())
         .map_err(|why| format!("the fused step cannot take this model: {why}"))
 }
@@ -97,9 +104,10 @@ fn training_variant(
     meta: &[ParamMeta],
     config: &TrainConfig,
     count: usize,
+    images: ImageLayout,
 ) -> Result<Variant, String> {
     let batch = config.batch_size;
-    let variant = Variant::new(meta, batch, count, config.dropout > 0.0)?;
+    let variant = Variant::new(meta, batch, count, config.dropout > 0.0, images)?;
     let bytes = variant.largest_buffer() * size_of::<f32>();
     if bytes > MAX_BUFFER_BYTES {
         return Err(format!(
@@ -146,7 +154,8 @@ struct ConvBuffers {
 struct Net {
     gpu: Gpu,
     variant: Arc<Variant>,
-    images: Handle,
+    /// The resident images, one buffer a chunk.
+    images: Vec<Handle>,
     labels: Handle,
     params: Handle,
     x: Handle,
@@ -159,7 +168,7 @@ struct Net {
 impl Net {
     /// `values` (burn's order) on the device for `variant`, over the resident split `data`.
     fn new(variant: Variant, values: &[f32], data: &Resident) -> Result<Self, FusedError> {
-        let (images, labels) = data.buffers().ok_or(FusedError::NotResident)?;
+        let (images, labels, _) = data.buffers().ok_or(FusedError::NotResident)?;
         let gpu = data.gpu().clone();
         let l = &variant.layout;
         let floats = |n: usize| gpu.empty(n.max(1) * size_of::<f32>());
@@ -177,10 +186,10 @@ impl Net {
         let image_len = if variant.convs.is_empty() {
             0
         } else {
-            l.rows * IMAGE_PIXELS
+            l.rows * variant.images.shape.pixels()
         };
         Ok(Self {
-            images: images.clone(),
+            images: images.to_vec(),
             labels: labels.clone(),
             params: gpu.upload(&variant.to_device(values)),
             x: floats(l.rows * l.widths[0]),
@@ -242,8 +251,10 @@ impl Net {
         let rows = v.layout.rows;
         let params = &self.params;
         if !v.convs.is_empty() {
-            let buffers = [step, &self.images, &self.image];
-            self.launch_over(Kernel::Gather, rows * IMAGE_PIXELS / 4, &buffers);
+            let mut buffers = vec![step, &self.images[0], &self.image];
+            buffers.extend(&self.images[1..]);
+            let quads = rows * v.images.shape.pixels() / 4;
+            self.launch_over(Kernel::Gather, quads, &buffers);
         }
         let last = v.convs.len().wrapping_sub(1);
         for (c, conv) in v.convs.iter().enumerate() {
@@ -264,7 +275,8 @@ impl Net {
         let groups = rows / 4;
         let workgroup = v.forward_workgroup();
         if v.convs.is_empty() {
-            let buffers = [params, &self.x, &self.z, step, &self.images];
+            let mut buffers = vec![params, &self.x, &self.z, step, &self.images[0]];
+            buffers.extend(&self.images[1..]);
             self.launch(Kernel::DenseForward, workgroup, groups, &buffers);
         } else {
             let buffers = [params, &self.x, &self.z];
@@ -321,8 +333,9 @@ impl FusedStep {
         train: &Resident,
     ) -> Result<Self, FusedError> {
         let (params_meta, values) = flat_parameters(model)?;
-        let variant =
-            training_variant(&params_meta, config, train.len()).map_err(FusedError::Model)?;
+        let (_, _, images) = train.buffers().ok_or(FusedError::NotResident)?;
+        let variant = training_variant(&params_meta, config, train.len(), images)
+            .map_err(FusedError::Model)?;
         let moments = Moments::of(optimizer, &params_meta)?;
         let net = Net::new(variant, &values, train)?;
         let (gpu, v) = (&net.gpu, &net.variant);
@@ -483,7 +496,8 @@ const EVAL_ROWS: usize = crate::batch::EVAL_BATCH;
 /// fused step warms up in a fraction of a second once Mesa's shader cache has its kernels.
 pub fn evaluate(model: &Model, data: &Resident) -> Result<(Metrics, Vec<u8>), FusedError> {
     let (meta, values) = flat_parameters(model)?;
-    let variant = Variant::new(&meta, EVAL_ROWS.min(data.len()), data.len(), false)
+    let (_, _, images) = data.buffers().ok_or(FusedError::NotResident)?;
+    let variant = Variant::new(&meta, EVAL_ROWS.min(data.len()), data.len(), false, images)
         .map_err(FusedError::Model)?;
     let net = Net::new(variant, &values, data)?;
     let rows = net.variant.layout.rows;

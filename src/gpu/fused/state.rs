@@ -213,17 +213,23 @@ impl Moments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::IMAGE_PIXELS;
     use burn::optim::GradientsParams;
     use burn::tensor::Device;
 
     /// A model and an optimizer that has taken `steps` generic steps on random data.
     fn trained(config: &TrainConfig, steps: usize) -> (Model, ModuleOptimizer) {
         let device = Device::flex().autodiff();
-        let mut model = Model::new(config.model, &config.hidden, 3, &device).unwrap();
+        let mut model = Model::new(
+            config.model,
+            &config.hidden,
+            &crate::data::DataInfo::mnist(),
+            3,
+            &device,
+        )
+        .unwrap();
         let mut optim = optimizer(config);
         for s in 0..steps {
-            let x = Tensor::<2>::ones([4, IMAGE_PIXELS], &device).mul_scalar(0.1 + s as f32);
+            let x = Tensor::<2>::ones([4, 784], &device).mul_scalar(0.1 + s as f32);
             let loss = model.forward(x).powi_scalar(2).sum();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-3, model, grads);
@@ -251,7 +257,7 @@ mod tests {
             // burn's next step from the rebuilt state is the step from the original one.
             let device = Device::flex().autodiff();
             let next = |mut optim: ModuleOptimizer| {
-                let x = Tensor::<2>::ones([4, IMAGE_PIXELS], &device);
+                let x = Tensor::<2>::ones([4, 784], &device);
                 let loss = model.forward(x).powi_scalar(2).sum();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let stepped = optim.step(1e-3, model.clone(), grads);

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::fused::evaluate as evaluate_fused;
 use crate::gpu::gather::GatherMethod;
 use crate::model::{Architecture, Model};
 use crate::recipe::{Schedule, TrainConfig};
@@ -34,18 +35,12 @@ fn decided(
     device: &Device,
     session: &Session,
 ) -> Feed {
-    decide_step(
-        &feed(step),
-        config,
-        device,
-        &session.model,
-        sets.train.len(),
-    )
+    decide_step(&feed(step), config, device, &session.model, &sets.train)
 }
 
 /// Trains a new session of `config` for its epochs on `device`; returns it.
 fn run(config: &TrainConfig, sets: &Sets, device: &Device, step: StepMethod) -> Session {
-    let mut session = Session::new(config, device).unwrap();
+    let mut session = Session::new(config, &crate::data::DataInfo::mnist(), device).unwrap();
     let feed = decided(step, config, sets, device, &session);
     let outcome = train(config, sets, device, &feed, &mut session, &mut Quiet).unwrap();
     assert_eq!(outcome, Outcome::Completed);
@@ -69,7 +64,11 @@ fn distance(a: &[f32], b: &[f32], tol: f32) -> (f32, f64) {
 
 /// A small real subset: 300 training images (the last batch of 32 padded), 200 validation.
 fn small(config: &TrainConfig) -> Sets {
-    Sets::new(&mnist(), config).unwrap()
+    Sets::new(
+        &crate::test_support::mnist_with_valid(config.valid_size),
+        config,
+    )
+    .unwrap()
 }
 
 fn small_config() -> TrainConfig {
@@ -245,6 +244,24 @@ fn fused_evaluation_matches_burns() {
         );
         assert_eq!(fused.accuracy, generic.accuracy, "{model}");
         assert_eq!(fused_digits, generic_digits, "{model}");
+        // The same split kept in three buffers (a larger set's way), read by the forward
+        // kernels: the same results.
+        let layout = crate::gpu::gather::ImageLayout {
+            shape: split.shape,
+            words: 196,
+            chunk: 500,
+            chunks: 3,
+        };
+        let chunked =
+            crate::gpu::gather::Resident::upload_in(&split, &device, GatherMethod::Kernel, layout)
+                .unwrap();
+        let (chunks, chunk_digits) = evaluate_fused(&session.model.valid(), &chunked).unwrap();
+        assert_eq!(
+            (chunks.loss, chunks.accuracy),
+            (fused.loss, fused.accuracy),
+            "{model}"
+        );
+        assert_eq!(chunk_digits, fused_digits, "{model}");
     }
 }
 
@@ -308,8 +325,12 @@ fn a_fused_training_step_takes_a_few_dispatches() {
             test_limit: Some(10),
             ..TrainConfig::default()
         };
-        let sets = Sets::new(&mnist(), &config).unwrap();
-        let mut session = Session::new(&config, &device).unwrap();
+        let sets = Sets::new(
+            &crate::test_support::mnist_with_valid(config.valid_size),
+            &config,
+        )
+        .unwrap();
+        let mut session = Session::new(&config, &crate::data::DataInfo::mnist(), &device).unwrap();
         let launches = Arc::new(Launches {
             thread: std::thread::current().id(),
             count: AtomicUsize::new(0),

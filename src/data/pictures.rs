@@ -1,6 +1,9 @@
-//! Reading a user's picture of a digit the way MNIST's were made: grayscale, digit light on
-//! dark (inverted when the background is light), the digit's box scaled to fit 20 × 20,
-//! placed in a 28 × 28 field with its centre of mass at the centre.
+//! Reading pictures, within limits: a data set's pictures as the network's input (gray or RGB,
+//! their own size or resized to fit, padded), and a user's picture prepared as the model's data
+//! was — for data like MNIST's (centred): grayscale, the object light on dark (inverted when
+//! the background is light), its box scaled to fit 20/28 of the field, placed with its centre
+//! of mass at the centre; for other data (plain): resized to the input, as the data set's
+//! pictures were.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -9,11 +12,13 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, Luma};
 
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+use super::{DataInfo, ImageShape, Style};
 use crate::files::{self, FileError};
 
 /// MNIST digits fit a 20 × 20 box inside the 28 × 28 image.
 const DIGIT_BOX: u32 = 20;
+/// MNIST's field, which [`DIGIT_BOX`] is a part of.
+const MNIST_FIELD: u32 = 28;
 
 /// Ink at or above this level (of 255, after stretching the strongest ink to 255) belongs to
 /// the digit's box; fainter is paper noise. MNIST's own anti-aliased edges go down to 1/255,
@@ -45,6 +50,22 @@ pub enum ImageError {
     /// The image is zero pixels wide or tall.
     #[error("{0}: the image has no pixels")]
     NoPixels(PathBuf),
+    /// A data set's picture is not the size of the others (and no `--image-size` was given).
+    #[error(
+        "{path}: {width} × {height} pixels, where the first picture is {expected_width} × {expected_height} (give --image-size H,W to resize them all)"
+    )]
+    OtherSize {
+        /// The file.
+        path: PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The first picture's width.
+        expected_width: u32,
+        /// The first picture's height.
+        expected_height: u32,
+    },
     /// The image has more pixels than `trainer` decodes (a decompression bomb, or a photo far
     /// larger than a digit needs).
     #[error("{path}: {width} × {height} pixels, past the limit of {MAX_PICTURE_PIXELS} pixels")]
@@ -63,7 +84,9 @@ impl ImageError {
     pub fn path(&self) -> &Path {
         match self {
             Self::File(e) => e.path(),
-            Self::Decode { path, .. } | Self::TooLarge { path, .. } => path,
+            Self::Decode { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::OtherSize { path, .. } => path,
             Self::Empty(path) | Self::Blank(path) | Self::NoPixels(path) => path,
         }
     }
@@ -77,17 +100,18 @@ pub const MAX_PICTURE_PIXELS: u64 = 1 << 25;
 /// The decoder's own allocation limit: the largest picture at 16 bits in four channels.
 const MAX_DECODE_BYTES: u64 = MAX_PICTURE_PIXELS * 8;
 
-/// Reads an image file of any common format (by content, not by name) and turns it into 784
-/// MNIST-like pixels in [0, 1].
-///
-/// The file is streamed, never read whole, and opened once; its size in pixels is checked
-/// against [`MAX_PICTURE_PIXELS`] from its header before it is decoded.
-pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
+/// A picture opened for decoding: its header read and checked, nothing decoded yet.
+struct Opened {
+    decoder: Box<dyn ImageDecoder>,
+    width: u32,
+    height: u32,
+}
+
+/// Opens the picture at `path` (any common format, told by content, not by name): streamed,
+/// never read whole, opened once; its size checked against [`MAX_PICTURE_PIXELS`] from its
+/// header before anything is decoded, and the decoder's allocations capped.
+fn open(path: &Path) -> Result<Opened, ImageError> {
     let io = |source| ImageError::File(files::io_err(path)(source));
-    let decode = |e: image::ImageError| ImageError::Decode {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    };
     let file = File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
         return Err(ImageError::Empty(path.to_path_buf()));
@@ -98,8 +122,7 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    // The decoder reads the header only; the pixels are decoded after the size is checked.
-    let decoder = reader.into_decoder().map_err(decode)?;
+    let decoder = reader.into_decoder().map_err(|e| decode_error(path, e))?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(ImageError::NoPixels(path.to_path_buf()));
@@ -111,7 +134,99 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
             height,
         });
     }
-    let decoded = DynamicImage::from_decoder(decoder).map_err(decode)?;
+    Ok(Opened {
+        decoder: Box::new(decoder),
+        width,
+        height,
+    })
+}
+
+fn decode_error(path: &Path, e: image::ImageError) -> ImageError {
+    ImageError::Decode {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+impl Opened {
+    fn decode(self, path: &Path) -> Result<DynamicImage, ImageError> {
+        DynamicImage::from_decoder(self.decoder).map_err(|e| decode_error(path, e))
+    }
+}
+
+/// A picture's width, height and whether it is in colour, from its header alone (checked
+/// as [`open`] checks it).
+pub fn probe(path: &Path) -> Result<(u32, u32, bool), ImageError> {
+    let opened = open(path)?;
+    let colour = opened.decoder.color_type().has_color();
+    Ok((opened.width, opened.height, colour))
+}
+
+/// Reads a data set's picture as the input of `shape`: gray (luma) or RGB (alpha dropped),
+/// planar bytes. With `resize` it is scaled to fit `shape` keeping its aspect and centred on
+/// black; without, it must already be `shape`'s size.
+pub fn read_as(path: &Path, shape: ImageShape, resize: bool) -> Result<Vec<u8>, ImageError> {
+    let opened = open(path)?;
+    let (w, h) = (shape.width as u32, shape.height as u32);
+    if !resize && (opened.width, opened.height) != (w, h) {
+        return Err(ImageError::OtherSize {
+            path: path.to_path_buf(),
+            width: opened.width,
+            height: opened.height,
+            expected_width: w,
+            expected_height: h,
+        });
+    }
+    let image = opened.decode(path)?;
+    Ok(planar(&fit(image, w, h), shape.channels))
+}
+
+/// `image` scaled to fit `w` × `h` keeping its aspect, centred on black (itself when it is
+/// that size).
+fn fit(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
+    if image.width() == w && image.height() == h {
+        return image;
+    }
+    let scale = (w as f32 / image.width() as f32).min(h as f32 / image.height() as f32);
+    let nw = ((image.width() as f32 * scale).round() as u32).clamp(1, w);
+    let nh = ((image.height() as f32 * scale).round() as u32).clamp(1, h);
+    let small = image.resize_exact(nw, nh, FilterType::Triangle).to_rgb8();
+    let mut field = image::RgbImage::new(w, h);
+    image::imageops::overlay(
+        &mut field,
+        &small,
+        i64::from((w - nw) / 2),
+        i64::from((h - nh) / 2),
+    );
+    DynamicImage::ImageRgb8(field)
+}
+
+/// The picture's bytes, planar: one plane (luma) or three (R, G, B).
+fn planar(image: &DynamicImage, channels: usize) -> Vec<u8> {
+    if channels == 1 {
+        return image.to_luma8().into_raw();
+    }
+    let rgb = image.to_rgb8();
+    let plane = (rgb.width() * rgb.height()) as usize;
+    let mut out = vec![0u8; 3 * plane];
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = p.0[c];
+        }
+    }
+    out
+}
+
+/// Reads a user's picture of any common format and prepares it as `data`'s pictures were:
+/// MNIST's way for centred data ([`mnist_like`]), fitted to the input for plain data.
+/// Returns the network's input, pixels in [0, 1].
+pub fn load_for(path: &Path, data: &DataInfo) -> Result<Vec<f32>, ImageError> {
+    let shape = data.shape;
+    if data.style == Style::Plain {
+        let bytes = read_as(path, shape, true)?;
+        return Ok(bytes.iter().map(|&b| f32::from(b) / 255.0).collect());
+    }
+    let decoded = open(path)?.decode(path)?;
     // Transparent areas count as paper: composite over white before going gray.
     let rgba = decoded.to_rgba8();
     let gray = GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
@@ -120,12 +235,16 @@ pub fn load_digit(path: &Path) -> Result<Vec<f32>, ImageError> {
         let alpha = f32::from(a) / 255.0;
         Luma([(luma * alpha + 255.0 * (1.0 - alpha)).round() as u8])
     });
-    mnist_like(&gray).ok_or_else(|| ImageError::Blank(path.to_path_buf()))
+    let field = mnist_like(&gray, shape.height, shape.width)
+        .ok_or_else(|| ImageError::Blank(path.to_path_buf()))?;
+    // A centred model of colour input takes the gray field in each channel.
+    Ok(field.repeat(shape.channels))
 }
 
-/// Preprocesses a grayscale picture as MNIST's were; `None` when it holds no digit (an image
-/// without pixels included).
-pub fn mnist_like(gray: &GrayImage) -> Option<Vec<f32>> {
+/// Preprocesses a grayscale picture as MNIST's were, into a field of `height` × `width`
+/// (MNIST's 28 × 28, its box 20 × 20: the box is 5/7 of the field's shorter side); `None`
+/// when it holds no digit (an image without pixels included).
+pub fn mnist_like(gray: &GrayImage, height: usize, width: usize) -> Option<Vec<f32>> {
     let (w, h) = gray.dimensions();
     if w == 0 || h == 0 {
         return None;
@@ -158,11 +277,12 @@ pub fn mnist_like(gray: &GrayImage) -> Option<Vec<f32>> {
     let (x0, x1) = (*xs.first()?, *xs.last()?);
     let (y0, y1) = (*ys.first()?, *ys.last()?);
     let crop = image::imageops::crop_imm(&strength, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
-    // Longer side to 20 pixels, aspect kept.
+    // Longer side to the box (20 pixels of MNIST's 28), aspect kept.
+    let digit_box = ((height.min(width) as u32 * DIGIT_BOX) / MNIST_FIELD).max(1);
     let (cw, ch) = crop.dimensions();
-    let scale = DIGIT_BOX as f32 / cw.max(ch) as f32;
-    let nw = ((cw as f32 * scale).round() as u32).clamp(1, DIGIT_BOX);
-    let nh = ((ch as f32 * scale).round() as u32).clamp(1, DIGIT_BOX);
+    let scale = digit_box as f32 / cw.max(ch) as f32;
+    let nw = ((cw as f32 * scale).round() as u32).clamp(1, digit_box);
+    let nh = ((ch as f32 * scale).round() as u32).clamp(1, digit_box);
     let small = image::imageops::resize(&crop, nw, nh, FilterType::Triangle);
     // Centre of mass of the small digit, placed at the field's centre (within bounds).
     let (mut mass, mut mx, mut my) = (0f32, 0f32, 0f32);
@@ -177,16 +297,15 @@ pub fn mnist_like(gray: &GrayImage) -> Option<Vec<f32>> {
     }
     // MNIST's centres of mass sit at pixel index 14 (13.5 to 14.5 over the test set), not at
     // the geometric centre 13.5: match the data the model was trained on.
-    let side = IMAGE_SIDE as f32;
-    let place = |com: f32, len: u32| -> i64 {
-        let offset = (side / 2.0 - com / mass).round() as i64;
-        offset.clamp(0, IMAGE_SIDE as i64 - i64::from(len))
+    let place = |com: f32, len: u32, side: usize| -> i64 {
+        let offset = (side as f32 / 2.0 - com / mass).round() as i64;
+        offset.clamp(0, side as i64 - i64::from(len))
     };
-    let (ox, oy) = (place(mx, nw), place(my, nh));
-    let mut field = vec![0f32; IMAGE_PIXELS];
+    let (ox, oy) = (place(mx, nw, width), place(my, nh, height));
+    let mut field = vec![0f32; height * width];
     for (x, y, p) in small.enumerate_pixels() {
         let (fx, fy) = (ox as usize + x as usize, oy as usize + y as usize);
-        field[fy * IMAGE_SIDE + fx] = f32::from(p[0]) / 255.0;
+        field[fy * width + fx] = f32::from(p[0]) / 255.0;
     }
     Some(field)
 }
@@ -194,6 +313,11 @@ pub fn mnist_like(gray: &GrayImage) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A picture prepared for a model of MNIST.
+    fn load_digit_for_mnist(path: &Path) -> Result<Vec<f32>, ImageError> {
+        load_for(path, &DataInfo::mnist())
+    }
 
     /// A light bar on a dark field, like an MNIST "1" drawn big and off-centre.
     fn bar(w: u32, h: u32, light_on_dark: bool) -> GrayImage {
@@ -207,15 +331,15 @@ mod tests {
         let (mut m, mut x, mut y) = (0.0, 0.0, 0.0);
         for (i, v) in field.iter().enumerate() {
             m += v;
-            x += v * (i % IMAGE_SIDE) as f32;
-            y += v * (i / IMAGE_SIDE) as f32;
+            x += v * (i % 28) as f32;
+            y += v * (i / 28) as f32;
         }
         (x / m, y / m)
     }
 
     #[test]
     fn digit_is_scaled_into_the_box_and_centred_by_mass() {
-        let field = mnist_like(&bar(60, 50, true)).unwrap();
+        let field = mnist_like(&bar(60, 50, true), 28, 28).unwrap();
         assert_eq!(field.len(), 784);
         let rows: Vec<usize> = (0..28)
             .filter(|r| field[r * 28..(r + 1) * 28].iter().any(|&v| v > 0.2))
@@ -232,28 +356,31 @@ mod tests {
 
     #[test]
     fn dark_on_light_is_inverted_to_the_same_digit() {
-        let a = mnist_like(&bar(60, 50, true)).unwrap();
-        let b = mnist_like(&bar(60, 50, false)).unwrap();
+        let a = mnist_like(&bar(60, 50, true), 28, 28).unwrap();
+        let b = mnist_like(&bar(60, 50, false), 28, 28).unwrap();
         let diff: f32 = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum();
         assert!(diff < 1e-3, "{diff}");
     }
 
     #[test]
     fn blank_and_bad_files_are_errors() {
-        assert!(mnist_like(&GrayImage::from_pixel(28, 28, Luma([255]))).is_none());
+        assert!(mnist_like(&GrayImage::from_pixel(28, 28, Luma([255])), 28, 28).is_none());
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.png");
         std::fs::write(&empty, b"").unwrap();
-        assert!(matches!(load_digit(&empty), Err(ImageError::Empty(_))));
+        assert!(matches!(
+            load_digit_for_mnist(&empty),
+            Err(ImageError::Empty(_))
+        ));
         let text = dir.path().join("notes.png");
         std::fs::write(&text, b"not an image at all").unwrap();
-        let err = load_digit(&text).unwrap_err().to_string();
+        let err = load_digit_for_mnist(&text).unwrap_err().to_string();
         assert!(
             err.contains("notes.png") && err.contains("not a readable image"),
             "{err}"
         );
         assert!(matches!(
-            load_digit(&dir.path().join("missing.png")),
+            load_digit_for_mnist(&dir.path().join("missing.png")),
             Err(ImageError::File(FileError::Io { .. }))
         ));
     }
@@ -286,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bomb = dir.path().join("bomb.png");
         std::fs::write(&bomb, png_header(100_000, 100_000)).unwrap();
-        let err = load_digit(&bomb).unwrap_err();
+        let err = load_digit_for_mnist(&bomb).unwrap_err();
         assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
         assert!(
             err.to_string().contains("bomb.png: 100000 × 100000 pixels"),
@@ -294,16 +421,19 @@ mod tests {
         );
         let zero = dir.path().join("zero.png");
         std::fs::write(&zero, png_header(0, 5)).unwrap();
-        let err = load_digit(&zero).unwrap_err();
+        let err = load_digit_for_mnist(&zero).unwrap_err();
         assert!(
             err.to_string().starts_with(&zero.display().to_string()),
             "{err}"
         );
-        assert!(mnist_like(&GrayImage::new(0, 5)).is_none());
-        assert!(mnist_like(&GrayImage::new(5, 0)).is_none());
+        assert!(mnist_like(&GrayImage::new(0, 5), 28, 28).is_none());
+        assert!(mnist_like(&GrayImage::new(5, 0), 28, 28).is_none());
         let one = dir.path().join("one.png");
         GrayImage::from_pixel(1, 1, Luma([200])).save(&one).unwrap();
-        assert!(matches!(load_digit(&one), Err(ImageError::Blank(_))));
+        assert!(matches!(
+            load_digit_for_mnist(&one),
+            Err(ImageError::Blank(_))
+        ));
     }
 
     proptest::proptest! {
@@ -318,7 +448,7 @@ mod tests {
             let mut data = if png { png_header(3, 3) } else { vec![] };
             data.extend_from_slice(&bytes);
             std::fs::write(&path, &data).unwrap();
-            if let Err(e) = load_digit(&path) {
+            if let Err(e) = load_digit_for_mnist(&path) {
                 proptest::prop_assert_eq!(e.path(), path.as_path());
                 proptest::prop_assert!(e.to_string().contains("noise.png"));
             }
@@ -337,15 +467,15 @@ mod tests {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 Luma([(state >> 56) as u8])
             });
-            if let Some(field) = mnist_like(&picture) {
-                proptest::prop_assert_eq!(field.len(), IMAGE_PIXELS);
+            if let Some(field) = mnist_like(&picture, 28, 28) {
+                proptest::prop_assert_eq!(field.len(), 784);
                 proptest::prop_assert!(field.iter().all(|v| (0.0..=1.0).contains(v)));
             }
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("small.png");
             picture.save(&path).unwrap();
-            match load_digit(&path) {
-                Ok(field) => proptest::prop_assert_eq!(field.len(), IMAGE_PIXELS),
+            match load_digit_for_mnist(&path) {
+                Ok(field) => proptest::prop_assert_eq!(field.len(), 784),
                 Err(e) => proptest::prop_assert!(matches!(e, ImageError::Blank(_)), "{}", e),
             }
         }
@@ -362,7 +492,7 @@ mod tests {
         for i in 0..n {
             let pixels = mnist.test.image(i);
             let gray = GrayImage::from_raw(28, 28, pixels.to_vec()).unwrap();
-            let field = mnist_like(&gray).expect("a digit");
+            let field = mnist_like(&gray, 28, 28).expect("a digit");
             let l1: f32 = field
                 .iter()
                 .zip(pixels)

@@ -1,9 +1,11 @@
-//! Files: the one error a file operation ends in (naming the file), and writes that are
-//! atomic.
+//! Files: the one error a file operation ends in (naming the file), writes that are atomic,
+//! and `trainer`'s checksummed container ([`container`]).
 //!
 //! Every write goes to a temporary file in the same directory (`.NAME.tmp-HOST-PID-N`), is
 //! flushed to disk, then renamed over the target: a crash, a full disk or a second Ctrl-C
 //! mid-write leaves the previous file intact, never a half-written one under the real name.
+
+pub mod container;
 
 use std::fs::File;
 use std::io::Write;
