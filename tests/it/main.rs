@@ -7,6 +7,7 @@
 //! `python3 scripts/fetch_mnist.py` provisions it. They fail, never skip, when it is missing.
 
 mod cli;
+mod data;
 mod interop;
 mod support;
 mod sweep;
