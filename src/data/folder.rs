@@ -359,29 +359,33 @@ fn drop_empty_classes(
 pub(crate) fn into_data(decoded: Decoded, sizes: SplitSizes) -> Result<Data, DataError> {
     let classes = decoded.classes.clone();
     let all = decoded.split;
-    let of = |part: Part| -> Split {
-        let indices: Vec<usize> = (0..all.len())
+    let of = |part: Part| -> Vec<usize> {
+        (0..all.len())
             .filter(|&i| decoded.parts[i] == part as u8)
-            .collect();
-        all.pick(&indices)
+            .collect()
     };
-    let (mut train, valid, test) = (of(Part::Train), of(Part::Valid), of(Part::Test));
-    let test = if test.is_empty() {
+    let (mut train, mut valid, mut test) = (of(Part::Train), of(Part::Valid), of(Part::Test));
+    // Draws of images (positions in `from`) per class, by their labels alone.
+    let draw = |from: &[usize], n: usize, flag: &str| -> Result<_, DataError> {
+        let labels: Vec<u8> = from.iter().map(|&i| all.labels()[i]).collect();
+        let (rest, drawn) = stratified(&labels, n, flag)?;
+        let at = |positions: Vec<usize>| positions.iter().map(|&p| from[p]).collect::<Vec<_>>();
+        Ok((at(rest), at(drawn)))
+    };
+    if test.is_empty() {
         let n = sizes.test.unwrap_or_else(|| default_test(train.len()));
-        let (rest, drawn) = stratified(&train, n, "--test-size")?;
-        train = rest;
-        drawn
-    } else {
-        test
-    };
-    let (train, valid, valid_size) = if valid.is_empty() {
+        (train, test) = draw(&train, n, "--test-size")?;
+    }
+    if valid.is_empty() {
         let n = sizes.valid.unwrap_or_else(|| default_valid(train.len()));
-        let (rest, drawn) = stratified(&train, n, "--valid-size")?;
-        (rest, drawn, n)
-    } else {
-        let n = valid.len();
-        (train, valid, n)
-    };
+        (train, valid) = draw(&train, n, "--valid-size")?;
+    }
+    let valid_size = valid.len();
+    // One buffer laid out train, validation, test (in place: no second copy of the set); each
+    // split a window onto it.
+    let (a, b) = (train.len(), train.len() + valid.len());
+    let all = all.reorder(&[train, valid, test].concat())?;
+    let (train, valid, test) = (all.slice(0..a), all.slice(a..b), all.slice(b..all.len()));
     let style = if looks_centred(&train) {
         Style::Centred
     } else {

@@ -4,7 +4,9 @@
 
 use rand::seq::SliceRandom;
 
-use super::{DataError, Split};
+use super::DataError;
+#[cfg(doc)]
+use super::Split;
 
 /// The default number of validation images of a training set of `n`: MNIST's 5,000, or a
 /// tenth when there are fewer than 10,000.
@@ -17,19 +19,25 @@ pub fn default_test(n: usize) -> usize {
     n / 10
 }
 
-/// Draws `take` images of `split`, each class giving its share (largest remainders first),
-/// chosen by [`crate::rng::splits`]; returns `(the rest, the drawn)`, each in the split's order.
-/// `what` names the flag for the message when `take` leaves nothing.
-pub fn stratified(split: &Split, take: usize, what: &str) -> Result<(Split, Split), DataError> {
-    let n = split.len();
+/// Draws `take` of the images whose classes are `labels`, each class giving its share
+/// (largest remainders first), chosen by [`crate::rng::splits`]; returns the positions in
+/// `labels` of `(the rest, the drawn)`, each in order. Only labels are needed, so a split
+/// can be laid out once, in its final order ([`Split::reorder`]). `what` names the flag for
+/// the message when `take` leaves nothing.
+pub fn stratified(
+    labels: &[u8],
+    take: usize,
+    what: &str,
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+    let n = labels.len();
     if take >= n {
         return Err(DataError::Split(format!(
             "{what} {take} leaves no training images out of {n}"
         )));
     }
-    let classes = split.max_label().map_or(0, |m| usize::from(m) + 1);
+    let classes = labels.iter().max().map_or(0, |&m| usize::from(m) + 1);
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (i, &label) in split.labels().iter().enumerate() {
+    for (i, &label) in labels.iter().enumerate() {
         members[usize::from(label)].push(i);
     }
     // Each class's exact share, then the images left by rounding down to the classes with
@@ -64,43 +72,26 @@ pub fn stratified(split: &Split, take: usize, what: &str) -> Result<(Split, Spli
     }
     let rest: Vec<usize> = (0..n).filter(|&i| !drawn[i]).collect();
     let taken: Vec<usize> = (0..n).filter(|&i| drawn[i]).collect();
-    Ok((split.pick(&rest), split.pick(&taken)))
+    Ok((rest, taken))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ImageShape;
-
-    fn split(labels: Vec<u8>) -> Split {
-        let shape = ImageShape {
-            channels: 1,
-            height: 1,
-            width: 1,
-        };
-        let images = (0..labels.len()).map(|i| i as u8).collect();
-        Split::new(images, labels, shape).unwrap()
-    }
 
     /// Each class gives its share, the same images every time, and nothing is lost.
     #[test]
     fn a_stratified_draw_takes_each_class_share_reproducibly() {
         let labels: Vec<u8> = (0..100).map(|i| if i < 70 { 0 } else { 1 }).collect();
-        let s = split(labels);
-        let (rest, taken) = stratified(&s, 10, "--test-size").unwrap();
+        let (rest, taken) = stratified(&labels, 10, "--test-size").unwrap();
         assert_eq!((rest.len(), taken.len()), (90, 10));
-        assert_eq!(taken.labels().iter().filter(|&&l| l == 0).count(), 7);
-        assert_eq!(taken.labels().iter().filter(|&&l| l == 1).count(), 3);
-        let (_, again) = stratified(&s, 10, "--test-size").unwrap();
-        assert_eq!(again.images(), taken.images());
-        let mut all: Vec<u8> = rest
-            .images
-            .iter()
-            .chain(taken.images().iter())
-            .copied()
-            .collect();
+        assert_eq!(taken.iter().filter(|&&i| labels[i] == 0).count(), 7);
+        assert_eq!(taken.iter().filter(|&&i| labels[i] == 1).count(), 3);
+        let (_, again) = stratified(&labels, 10, "--test-size").unwrap();
+        assert_eq!(again, taken);
+        let mut all: Vec<usize> = rest.iter().chain(&taken).copied().collect();
         all.sort_unstable();
-        assert_eq!(all, (0..100).collect::<Vec<u8>>());
-        assert!(stratified(&s, 100, "--test-size").is_err());
+        assert_eq!(all, (0..100).collect::<Vec<usize>>());
+        assert!(stratified(&labels, 100, "--test-size").is_err());
     }
 }

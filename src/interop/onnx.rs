@@ -98,25 +98,9 @@ pub fn encode(model: &Model, data: &DataInfo, path: &Path) -> Result<Vec<u8>, In
     let mut opset = OperatorSetIdProto::new();
     opset.version = OPSET;
     onnx.opset_import.push(opset);
-    for (key, value) in [
-        ("architecture", model.architecture().to_string()),
-        (
-            "hidden",
-            model
-                .hidden()
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        ("input_shape", super::safetensors::input_shape(shape)),
-        (
-            "classes",
-            serde_json::to_string(&data.classes).unwrap_or_default(),
-        ),
-    ] {
+    for (key, value) in super::safetensors::described(model, data) {
         let mut entry = StringStringEntryProto::new();
-        entry.key = key.into();
+        entry.key = key;
         entry.value = value;
         onnx.metadata_props.push(entry);
     }

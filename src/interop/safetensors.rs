@@ -70,31 +70,35 @@ pub fn encode(model: &Model, data: &DataInfo, path: &Path) -> Result<Vec<u8>, In
                 .map_err(|e| corrupt(path, format!("{name}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
+    let mut metadata: HashMap<String, String> = described(model, data).into_iter().collect();
+    metadata.insert("format".into(), "pt".into());
+    metadata.insert(
+        "producer".into(),
+        format!("trainer {}", env!("CARGO_PKG_VERSION")),
+    );
+    Ok(safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e.to_string()))?)
+}
+
+/// What both exports' metadata say of the model and its data: the architecture, the hidden
+/// widths, the input shape, the class names (JSON), how a picture is prepared.
+pub(crate) fn described(model: &Model, data: &DataInfo) -> Vec<(String, String)> {
+    let style = match data.style {
+        Style::Centred => "centred",
+        Style::Plain => "plain",
+    };
+    [
+        (ARCHITECTURE_KEY, model.architecture().to_string()),
+        (HIDDEN_KEY, widths(&model.hidden())),
+        (INPUT_KEY, input_shape(data.shape)),
         (
-            ARCHITECTURE_KEY.to_string(),
-            model.architecture().to_string(),
-        ),
-        (HIDDEN_KEY.to_string(), widths(&model.hidden())),
-        (INPUT_KEY.to_string(), input_shape(data.shape)),
-        (
-            CLASSES_KEY.to_string(),
+            CLASSES_KEY,
             serde_json::to_string(&data.classes).unwrap_or_default(),
         ),
-        (
-            STYLE_KEY.to_string(),
-            match data.style {
-                Style::Centred => "centred".into(),
-                Style::Plain => "plain".into(),
-            },
-        ),
-        (
-            "producer".to_string(),
-            format!("trainer {}", env!("CARGO_PKG_VERSION")),
-        ),
-    ]);
-    Ok(safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e.to_string()))?)
+        (STYLE_KEY, style.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The input shape as the metadata writes it: `C,H,W`.

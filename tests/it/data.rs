@@ -208,12 +208,9 @@ fn class_names_travel_with_the_model() {
     let (pics, cache) = (tmp.path().join("fashion"), tmp.path().join("cache"));
     // Debian's dataset-fashion-mnist where installed; otherwise MNIST under Fashion's names
     // (the names are what is checked).
-    let source = PathBuf::from("/usr/share/datasets/fashion-mnist");
-    let source = if source.join("train-images-idx3-ubyte.gz").is_file() {
-        source
-    } else {
-        data_dir()
-    };
+    let fashion = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    let real = fashion.join("train-images-idx3-ubyte.gz").is_file();
+    let source = if real { fashion } else { data_dir() };
     make(
         &[
             "folder",
@@ -239,12 +236,23 @@ fn class_names_travel_with_the_model() {
     let evaluated = ok(run(trainer_in(&cache, &["evaluate", "--model"])
         .arg(&out)
         .arg("--data")
-        .arg(&pics)));
+        .arg(&pics)
+        .arg("--predictions")
+        .arg(tmp.path().join("predictions.csv"))));
     let table = text(&evaluated.stdout);
     assert!(
         table.contains("Ankle_boot") && table.contains("T-shirt_top"),
         "{table}"
     );
+    if real {
+        predict_agrees_with_evaluate(
+            &out,
+            &pics.join("test"),
+            &tmp.path().join("predictions.csv"),
+        );
+    } else {
+        eprintln!("SKIPPED predict on Fashion-MNIST's pictures: no dataset-fashion-mnist");
+    }
     let picture = std::fs::read_dir(pics.join("test/Trouser"))
         .unwrap()
         .next()
@@ -255,35 +263,11 @@ fn class_names_travel_with_the_model() {
         .arg(&out)
         .arg(&picture)));
     let line = text(&predicted.stdout);
-    let named = [
-        "T-shirt_top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle_boot",
-    ];
     assert!(
-        named.iter().any(|n| line.contains(&format!(": {n} "))),
+        FASHION.iter().any(|n| line.contains(&format!(": {n} "))),
         "{line}"
     );
-    for ext in ["safetensors", "onnx"] {
-        let file = tmp.path().join(format!("m.{ext}"));
-        ok(run(trainer(&["export", "--model"])
-            .arg(&out)
-            .arg("--out")
-            .arg(&file)));
-        let bytes = std::fs::read(&file).unwrap();
-        let needle = b"Ankle_boot";
-        assert!(
-            bytes.windows(needle.len()).any(|w| w == needle),
-            "{ext} carries the names"
-        );
-    }
+    exports_carry_the_names(&out, tmp.path());
     // MNIST's files are another kind of data for this model and run.
     let refused = run(trainer(&["evaluate", "--model"])
         .arg(&out)
@@ -305,6 +289,74 @@ fn class_names_travel_with_the_model() {
         stderr.contains("the run's Ankle_boot") && stderr.contains("a resumed run keeps its data"),
         "{stderr}"
     );
+}
+
+/// Fashion-MNIST's class names, as `make_datasets.py folder --names fashion` writes them.
+const FASHION: [&str; 10] = [
+    "T-shirt_top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle_boot",
+];
+
+/// The safetensors and ONNX exports of the run `out` (trained on Fashion's names, written
+/// into `dir`) carry the class names and the input shape in their metadata.
+fn exports_carry_the_names(out: &Path, dir: &Path) {
+    for ext in ["safetensors", "onnx"] {
+        let file = dir.join(format!("m.{ext}"));
+        ok(run(trainer(&["export", "--model"])
+            .arg(out)
+            .arg("--out")
+            .arg(&file)));
+        let bytes = std::fs::read(&file).unwrap();
+        for needle in [&b"Ankle_boot"[..], b"input_shape", b"1,28,28"] {
+            assert!(
+                bytes.windows(needle.len()).any(|w| w == needle),
+                "{ext} carries {}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
+/// `predict` on every picture of `test` (a folder's test split, in its order) names the
+/// class `evaluate` predicted for it (`predictions`, its CSV): a picture is prepared as the
+/// model's data was (Fashion-MNIST's garments fill the frame: not re-centred as digits are).
+fn predict_agrees_with_evaluate(model: &Path, test: &Path, predictions: &Path) {
+    let sorted = |dir: &Path| {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names
+    };
+    let pictures: Vec<PathBuf> = sorted(test).iter().flat_map(|c| sorted(c)).collect();
+    let answers = ok(run(trainer(&["predict", "--json", "--model"])
+        .arg(model)
+        .args(&pictures)));
+    let predicted: Vec<u64> = text(&answers.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["digit"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let evaluated: Vec<u64> = std::fs::read_to_string(predictions)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(predicted.len(), pictures.len());
+    assert_eq!(predicted, evaluated, "predict and evaluate disagree");
 }
 
 /// A colour data set (digits drawn in seeded colours at 32 × 32) trains on flex and on wgpu
