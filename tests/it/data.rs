@@ -200,6 +200,61 @@ fn a_csv_of_picture_paths_trains_as_its_folder_does() {
     );
 }
 
+/// A folder of twelve classes written as IDX files by `make_datasets.py idx` (the way to a
+/// many-class IDX set, as EMNIST's, here) trains as the folder does, with twelve outputs.
+#[test]
+fn a_many_class_idx_set_made_from_a_folder_trains_as_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pics, idx, cache) = (
+        tmp.path().join("pics"),
+        tmp.path().join("idx"),
+        tmp.path().join("c"),
+    );
+    let limits = ["--limit", "1200", "--test-limit", "240"];
+    make(
+        &[&["folder", "--out", pics.to_str().unwrap()], &limits[..]].concat(),
+        &data_dir(),
+    );
+    // Two more classes: the pictures of 0 and 1 again, under other names.
+    for part in ["train", "test"] {
+        for (from, to) in [("0", "x"), ("1", "y")] {
+            std::fs::create_dir_all(pics.join(part).join(to)).unwrap();
+            for entry in std::fs::read_dir(pics.join(part).join(from)).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::copy(
+                    &path,
+                    pics.join(part).join(to).join(path.file_name().unwrap()),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let out = run(Command::new("python3")
+        .arg(root().join("scripts/make_datasets.py"))
+        .args(["idx", "--from"])
+        .arg(&pics)
+        .arg("--out")
+        .arg(&idx));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let recipe = ["--epochs", "1", "--valid-size", "0", "--out"];
+    for (name, data) in [("from-folder", &pics), ("from-idx", &idx)] {
+        ok(run(trainer_in(&cache, &recipe)
+            .arg(tmp.path().join(name))
+            .arg("--data")
+            .arg(data)));
+    }
+    assert_eq!(
+        history(&tmp.path().join("from-folder")),
+        history(&tmp.path().join("from-idx"))
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("from-idx/config.json")).unwrap())
+            .unwrap();
+    let classes = config["data"]["info"]["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 12, "{classes:?}");
+    assert_eq!(classes[11], "11");
+}
+
 /// Named classes travel: evaluate and predict print the names, the exports carry them, and
 /// data of another kind is refused by name by evaluate and by a resumed run.
 #[test]
