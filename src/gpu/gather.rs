@@ -413,6 +413,49 @@ mod tests {
         }
     }
 
+    /// Colour images of an odd size (3 × 10 × 13: 390 bytes, padded to 98 words on the GPU)
+    /// gather and shift as on the host, bit for bit.
+    #[test]
+    fn colour_images_of_any_size_gather_and_shift_as_the_host_does() {
+        use crate::batch::Shift;
+        use crate::data::{ImageShape, Split};
+        use crate::loader::Assembler;
+
+        let Some(gpu) = crate::test_support::wgpu() else {
+            return;
+        };
+        let shape = ImageShape {
+            channels: 3,
+            height: 10,
+            width: 13,
+        };
+        let n = 50;
+        let images: Vec<u8> = (0..n * shape.pixels())
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+        let split = Split::new(images, labels, shape).unwrap();
+        let resident = Assembler::of(&split, &gpu, GatherMethod::Kernel);
+        assert!(matches!(resident, Assembler::Resident(..)));
+        let host = Assembler::Host {
+            split: split.clone(),
+            device: gpu.clone(),
+        };
+        let rows: Vec<u32> = vec![49, 0, 17, 33, 1];
+        for shift in [None, Some(Shift { max: 3, stream: 9 })] {
+            let want = host.with_shift(shift).batch(&rows, 8).read().unwrap();
+            let got = resident.with_shift(shift).batch(&rows, 8).read().unwrap();
+            assert_eq!(got.labels, want.labels);
+            assert!(
+                got.pixels
+                    .iter()
+                    .zip(&want.pixels)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "pixels differ ({shift:?})"
+            );
+        }
+    }
+
     /// A split kept in three buffers (chunks of 400 images here, of 128 MiB in use) gathers
     /// the same bits as the host, rows of every chunk in one batch, shifted or not.
     #[test]
