@@ -19,7 +19,7 @@ use crate::model::Model;
 use crate::plan::{RunStart, TrainPlan};
 use crate::recipe::TrainConfig;
 use crate::run::epochs::EpochWriter;
-use crate::run::records::DataRecord;
+use crate::run::records::{DataRecord, EndKind, Ending};
 use crate::run::{self, Guard, RunConfig, RunDir, Start, TestReport, plots};
 use crate::session::{Session, TrainingRecord};
 use crate::training::{self, Feed, Observer, ObserverError, Outcome, Sets, StepMethod, TrainError};
@@ -87,6 +87,7 @@ pub(super) fn train(
         args: plan.args.clone(),
         device: device.info.clone(),
         from_epoch: session.record.epochs_done(),
+        ended: None,
     });
     run_config.prefetch = plan.feed.prefetch;
     run.write_config(&run_config)?;
@@ -99,41 +100,74 @@ pub(super) fn train(
         &sets.train,
     );
 
-    let outcome = training::train(
-        &config,
-        &sets,
-        &device.device,
-        &feed,
-        &mut session,
-        &mut observer,
-    );
-    logging::set_progress_bar(None);
-    match outcome? {
-        Outcome::Interrupted { epoch } => {
-            warn!(epoch, run = %run.path().display(), "interrupted; checkpoint saved");
-            return Err(Error::Interrupted(run.path().to_path_buf()));
+    let result = (|| {
+        let outcome = training::train(
+            &config,
+            &sets,
+            &device.device,
+            &feed,
+            &mut session,
+            &mut observer,
+        );
+        logging::set_progress_bar(None);
+        match outcome? {
+            Outcome::Interrupted { epoch } => {
+                warn!(epoch, run = %run.path().display(), "interrupted; checkpoint saved");
+                return Err(Error::Interrupted(run.path().to_path_buf()));
+            }
+            Outcome::EarlyStopped { best, .. } => {
+                info!(
+                    best_epoch = best,
+                    "restored the weights of the best epoch by validation loss"
+                );
+            }
+            Outcome::Completed => {}
         }
-        Outcome::EarlyStopped { best, .. } => {
-            info!(
-                best_epoch = best,
-                "restored the weights of the best epoch by validation loss"
-            );
+        if let Some(guard) = guard {
+            guard.check().map_err(Error::Guard)?;
         }
-        Outcome::Completed => {}
-    }
+        finish(
+            &run,
+            &mut observer.files.events,
+            session.model.valid(),
+            &info,
+            &sets,
+            &device.device,
+            &feed,
+        )
+    })();
+    record_ending(&run, &mut run_config, &result, guard);
+    result
+}
 
-    if let Some(guard) = guard {
-        guard.check().map_err(Error::Guard)?;
+/// Writes how this start of the run ended into `config.json` (for `trainer serve` and for a
+/// reader of the run): finished, stopped (interrupted) or failed with its error. Best effort:
+/// a failure to write it is logged, the run's result stands; nothing is written once a
+/// sweep's claim on the run was taken over.
+fn record_ending(
+    run: &RunDir,
+    run_config: &mut RunConfig,
+    result: &Result<String, Error>,
+    guard: Option<&dyn Guard>,
+) {
+    if guard.is_some_and(|g| g.check().is_err()) {
+        return;
     }
-    finish(
-        &run,
-        &mut observer.files.events,
-        session.model.valid(),
-        &info,
-        &sets,
-        &device.device,
-        &feed,
-    )
+    let (how, error) = match result {
+        Ok(_) => (EndKind::Finished, None),
+        Err(Error::Interrupted(_)) => (EndKind::Stopped, None),
+        Err(e) => (EndKind::Failed, Some(super::one_line(e))),
+    };
+    if let Some(start) = run_config.starts.last_mut() {
+        start.ended = Some(Ending {
+            at: run::now(),
+            how,
+            error,
+        });
+    }
+    if let Err(e) = run.write_config(run_config) {
+        warn!(error = %e, "how the run ended could not be recorded in config.json");
+    }
 }
 
 /// The run's record: new, or the one of the run being resumed (its directory open). A

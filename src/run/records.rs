@@ -21,6 +21,34 @@ pub struct Start {
     pub device: DeviceInfo,
     /// Epochs already done at this start.
     pub from_epoch: usize,
+    /// How this start ended, written as it does (none: still going, or its process was
+    /// killed before it could say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ending>,
+}
+
+/// How a start of a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ending {
+    /// When, as RFC 3339 UTC.
+    pub at: String,
+    /// Finished, stopped or failed.
+    pub how: EndKind,
+    /// The error of a failed start, as the command printed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The ways a start of a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndKind {
+    /// Every epoch trained (or stopped early by `--patience`) and the model tested.
+    Finished,
+    /// Interrupted (Ctrl-C, SIGTERM): the checkpoint is kept, `--resume` continues.
+    Stopped,
+    /// Stopped by an error.
+    Failed,
 }
 
 /// What a run was trained on: the data flags as resolved, and the data's identity.

@@ -793,11 +793,37 @@ fn interrupted_then_resumed_equals_straight_through_on(backend: &str, extra: &[&
         starts[1]["device"]["backend"], backend,
         "resumed on the run's own backend"
     );
+    let how = |i: usize| starts[i]["ended"]["how"].as_str().unwrap_or_default();
+    assert_eq!((how(0), how(1)), ("stopped", "finished"), "{starts:?}");
     if !extra.is_empty() {
         assert_eq!(config["recipe"]["weight_decay"], 0.01);
         assert_eq!(config["recipe"]["label_smoothing"], 0.1);
         assert_eq!(config["recipe"]["dropout"], 0.2);
     }
+}
+
+/// A run that fails after it started says so in `config.json`, with the error: here its
+/// `test.json` cannot be written (a directory stands in its place).
+#[test]
+fn a_failed_run_records_how_it_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    std::fs::create_dir_all(dir.join("test.json")).unwrap();
+    let out = run(trainer(&["--epochs", "1"])
+        .args(TINY)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&dir));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let ended = &config["starts"][0]["ended"];
+    assert_eq!(ended["how"], "failed", "{config}");
+    assert!(
+        ended["error"].as_str().unwrap().contains("test.json"),
+        "{ended}"
+    );
 }
 
 /// The run the interrupt tests stop and resume: three epochs on a CPU backend, with `extra`
