@@ -139,6 +139,18 @@ impl RunDir {
         }
     }
 
+    /// Whether a process holds this run directory's lock (a run training, or a resume),
+    /// found without opening `.lock` or taking it — a watcher that took it, even for a moment,
+    /// could make a `--resume` find the run busy. Told from the table of locks `held` (read
+    /// once for many runs); `None` where it cannot be told. No `.lock`: never held.
+    pub fn is_locked(&self, held: &HeldLocks) -> Option<bool> {
+        match std::fs::metadata(self.path.join(".lock")) {
+            Ok(meta) => held.holds(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// Whether the run has everything a finished run has: its final model, test result and
     /// plots. A run killed after its last epoch lacks some, and a resume makes them.
     pub fn is_complete(&self) -> bool {
@@ -308,6 +320,68 @@ impl RunDir {
     }
 }
 
+/// The file locks the kernel holds, read once (`/proc/locks` on Linux): what
+/// [`RunDir::is_locked`] looks in, without taking any lock.
+#[derive(Debug, Clone, Default)]
+pub struct HeldLocks {
+    /// Each held (not waiting) lock's file: device major, minor, inode.
+    files: Option<Vec<(u64, u64, u64)>>,
+}
+
+impl HeldLocks {
+    /// The table as it is now (empty of knowledge where the system has none to read).
+    pub fn read() -> Self {
+        let table = if cfg!(target_os = "linux") {
+            std::fs::read_to_string("/proc/locks").ok()
+        } else {
+            None
+        };
+        Self {
+            files: table.map(|t| Self::parse(&t)),
+        }
+    }
+
+    /// Each line: `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END` (majors and minors in
+    /// hexadecimal); a waiting lock has `->` after `N:` and is skipped.
+    fn parse(table: &str) -> Vec<(u64, u64, u64)> {
+        table
+            .lines()
+            .filter(|line| !line.contains("->"))
+            .filter_map(|line| {
+                line.split_whitespace().find_map(|field| {
+                    let mut parts = field.split(':');
+                    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(b), Some(c), None) => Some((
+                            u64::from_str_radix(a, 16).ok()?,
+                            u64::from_str_radix(b, 16).ok()?,
+                            c.parse().ok()?,
+                        )),
+                        _ => None,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a lock is held on the file of `meta`.
+    #[cfg(unix)]
+    fn holds(&self, meta: &std::fs::Metadata) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let files = self.files.as_ref()?;
+        let dev = meta.dev();
+        // glibc's major()/minor() of a dev_t.
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        Some(files.contains(&(major, minor, meta.ino())))
+    }
+
+    /// Elsewhere there is no table to read.
+    #[cfg(not(unix))]
+    fn holds(&self, _meta: &std::fs::Metadata) -> Option<bool> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +446,24 @@ mod tests {
             RunDir::open(&dir.path().join("nothing")),
             Err(RunError::NotARun { .. })
         ));
+    }
+
+    /// The lock is seen held while it is, and free once dropped, without being taken.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_held_lock_is_seen_from_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::at(tmp.path());
+        assert_eq!(
+            run.is_locked(&HeldLocks::read()),
+            Some(false),
+            "no .lock yet"
+        );
+        let lock = run.lock().unwrap();
+        assert_eq!(run.is_locked(&HeldLocks::read()), Some(true));
+        drop(lock);
+        assert_eq!(run.is_locked(&HeldLocks::read()), Some(false));
+        // Looking did not take it: it can be taken again.
+        assert!(run.lock().is_ok());
     }
 }
