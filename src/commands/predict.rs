@@ -1,31 +1,12 @@
 //! `trainer predict`: the class of each picture (by name), and the top probabilities; each
 //! picture prepared as the model's data was.
 
-use burn::tensor::activation::softmax;
-use burn::tensor::{Tensor, TensorData};
-
 use super::Error;
 use crate::backend;
 use crate::data::pictures::{self, ImageError};
 use crate::interop;
-use crate::model::Model;
 use crate::plan::PredictPlan;
-use crate::training::TrainError;
-
-/// One image's class probabilities.
-fn classify(
-    model: &Model,
-    pixels: Vec<f32>,
-    device: &burn::tensor::Device,
-) -> Result<Vec<f32>, Error> {
-    // As in training and evaluation.
-    backend::with_subnormals_flushed(|| {
-        let n = pixels.len();
-        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, n]), device);
-        crate::backend::read::read_floats(softmax(model.forward(x), 1))
-    })
-    .map_err(|e| TrainError::Read(e).into())
-}
+use crate::training::probabilities;
 
 /// Classifies every picture `args` names; a picture that cannot be read is reported and the
 /// others are still answered.
@@ -38,7 +19,7 @@ pub(super) fn predict(args: &PredictPlan) -> Result<String, Error> {
     for path in &args.images {
         match pictures::load_for(path, data) {
             Ok(pixels) => {
-                let probs = classify(model, pixels, &device.device)?;
+                let probs = probabilities(model, pixels, &device.device)?;
                 let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
                 ranked.truncate(args.top);

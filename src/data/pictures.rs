@@ -6,7 +6,7 @@
 //! pictures were.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Seek};
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
@@ -113,12 +113,22 @@ struct Opened {
 fn open(path: &Path) -> Result<Opened, ImageError> {
     let io = |source| ImageError::File(files::io_err(path)(source));
     let file = File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
+    let len = file.metadata().map_err(io)?.len();
+    open_from(BufReader::new(file), len, path)
+}
+
+/// Opens a picture read from `reader` (`len` bytes), as [`open`] does; `path` names it in
+/// errors.
+fn open_from<R: BufRead + Seek + 'static>(
+    reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<Opened, ImageError> {
+    if len == 0 {
         return Err(ImageError::Empty(path.to_path_buf()));
     }
-    let mut reader = ImageReader::new(BufReader::new(file))
-        .with_guessed_format()
-        .map_err(io)?;
+    let io = |source| ImageError::File(files::io_err(path)(source));
+    let mut reader = ImageReader::new(reader).with_guessed_format().map_err(io)?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
@@ -166,7 +176,16 @@ pub fn probe(path: &Path) -> Result<(u32, u32, bool), ImageError> {
 /// planar bytes. With `resize` it is scaled to fit `shape` keeping its aspect and centred on
 /// black; without, it must already be `shape`'s size.
 pub fn read_as(path: &Path, shape: ImageShape, resize: bool) -> Result<Vec<u8>, ImageError> {
-    let opened = open(path)?;
+    fitted(open(path)?, path, shape, resize)
+}
+
+/// An opened picture as the input of `shape` (see [`read_as`]).
+fn fitted(
+    opened: Opened,
+    path: &Path,
+    shape: ImageShape,
+    resize: bool,
+) -> Result<Vec<u8>, ImageError> {
     let (w, h) = (shape.width as u32, shape.height as u32);
     if !resize && (opened.width, opened.height) != (w, h) {
         return Err(ImageError::OtherSize {
@@ -221,12 +240,24 @@ fn planar(image: &DynamicImage, channels: usize) -> Vec<u8> {
 /// MNIST's way for centred data ([`mnist_like`]), fitted to the input for plain data.
 /// Returns the network's input, pixels in [0, 1].
 pub fn load_for(path: &Path, data: &DataInfo) -> Result<Vec<f32>, ImageError> {
+    prepare(open(path)?, path, data)
+}
+
+/// A picture sent as bytes (a page's canvas, an upload), prepared as [`load_for`] prepares
+/// a file; `name` stands for it in errors.
+pub fn prepare_bytes(bytes: &[u8], name: &Path, data: &DataInfo) -> Result<Vec<f32>, ImageError> {
+    let reader = std::io::Cursor::new(bytes.to_vec());
+    prepare(open_from(reader, bytes.len() as u64, name)?, name, data)
+}
+
+/// An opened picture prepared as `data`'s pictures were.
+fn prepare(opened: Opened, path: &Path, data: &DataInfo) -> Result<Vec<f32>, ImageError> {
     let shape = data.shape;
     if data.style == Style::Plain {
-        let bytes = read_as(path, shape, true)?;
+        let bytes = fitted(opened, path, shape, true)?;
         return Ok(bytes.iter().map(|&b| f32::from(b) / 255.0).collect());
     }
-    let decoded = open(path)?.decode(path)?;
+    let decoded = opened.decode(path)?;
     // Transparent areas count as paper: composite over white before going gray.
     let rgba = decoded.to_rgba8();
     let gray = GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {

@@ -10,6 +10,23 @@ use crate::loader::{Assembler, Loader};
 use crate::metrics::{Accumulator, Metrics, RunningSums, weighted_correct, weighted_nll_sum};
 use crate::model::Model;
 
+/// One picture's class probabilities (`pixels`: the network's input in [0, 1]), computed as
+/// in training and evaluation: what `predict` and the page's server answer.
+pub fn probabilities(
+    model: &Model,
+    pixels: Vec<f32>,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f32>, TrainError> {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Tensor, TensorData};
+    with_subnormals_flushed(|| {
+        let n = pixels.len();
+        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, n]), device);
+        crate::backend::read::read_floats(softmax(model.forward(x), 1))
+    })
+    .map_err(TrainError::Read)
+}
+
 /// Loss and accuracy of `model` (without autodiff) on the images of `data`, in fixed-shape
 /// batches, and each image's predicted digit: by the fused step's forward kernels when the
 /// run takes the fused step (`feed.step`, as [`super::decide_step`] settled it), otherwise by

@@ -5,7 +5,7 @@
 mod epoch;
 mod evaluate;
 
-pub use evaluate::evaluate;
+pub use evaluate::{evaluate, probabilities};
 
 use std::time::Instant;
 
