@@ -17,6 +17,14 @@ impl Interrupts {
     /// Installs the handler (once per process: a sweep trains many runs, and a handler can
     /// only be set once) and returns the count it keeps.
     pub fn install() -> Self {
+        Self::install_saying(
+            "stopping (a run saves a checkpoint after this batch; again to quit at once)",
+        )
+    }
+
+    /// As [`Interrupts::install`], the first interrupt answered with `stopping` (the first
+    /// installation of the process decides).
+    pub fn install_saying(stopping: &'static str) -> Self {
         static COUNT: std::sync::OnceLock<Interrupts> = std::sync::OnceLock::new();
         COUNT
             .get_or_init(|| {
@@ -29,9 +37,7 @@ impl Interrupts {
                         );
                         std::process::exit(130);
                     }
-                    eprintln!(
-                        "interrupt: stopping (a run saves a checkpoint after this batch; again to quit at once)"
-                    );
+                    eprintln!("interrupt: {stopping}");
                 });
                 if let Err(e) = installed {
                     warn!("Ctrl-C will stop training without a checkpoint: {e}");

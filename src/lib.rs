@@ -31,6 +31,7 @@ mod plot;
 mod recipe;
 mod rng;
 mod run;
+mod serve;
 mod session;
 mod sweep;
 #[cfg(test)]

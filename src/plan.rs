@@ -10,6 +10,7 @@ use crate::data::{DataInfo, DataRequest};
 use crate::logging::LogOptions;
 use crate::recipe::TrainConfig;
 use crate::run::epochs::Keep;
+pub use crate::serve::ServePlan;
 use crate::sweep::{Point, Shard};
 use crate::training::Feed;
 
@@ -39,6 +40,8 @@ pub enum Plan {
     Sweep(SweepPlan),
     /// Write a model for other tools.
     Export(ExportPlan),
+    /// Serve the page over runs and sweeps.
+    Serve(ServePlan),
 }
 
 /// Where a run's directory comes from.

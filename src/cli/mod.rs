@@ -61,6 +61,33 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Write a model for other tools: PyTorch-layout safetensors or ONNX, by --out's extension
     Export(ExportArgs),
+    /// Serve a local page over the runs and sweeps: the runs table and live curves (read-only)
+    Serve(ServeArgs),
+}
+
+/// `trainer serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A directory of run directories and sweeps to show, repeatable [default: runs and sweeps]
+    #[arg(long = "runs", value_name = "DIR")]
+    pub runs: Vec<PathBuf>,
+
+    /// Address to listen on: the loopback keeps the page on this machine (any other address is warned about)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+
+    /// Port to listen on (0: a free one, printed)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Require this token on every request (open the page as http://HOST:PORT/?token=TOKEN)
+    #[arg(
+        long,
+        env = "TRAINER_SERVE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 /// `trainer export`.

@@ -5,6 +5,7 @@
 //! low level, [`crate::plan`] the high one.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
@@ -12,10 +13,12 @@ use super::{Cli, Command, DataArgs, DeviceArgs, GridArgs, LogArgs, SweepArgs, Tr
 use crate::backend::DeviceChoice;
 use crate::data::DataRequest;
 use crate::plan::{
-    EvaluatePlan, ExportPlan, Invocation, Plan, PredictPlan, RunStart, SweepPlan, TrainPlan,
+    EvaluatePlan, ExportPlan, Invocation, Plan, PredictPlan, RunStart, ServePlan, SweepPlan,
+    TrainPlan,
 };
 use crate::recipe::TrainConfig;
-use crate::run::RunDir;
+use crate::run::{RUNS_DIR, RunDir};
+use crate::sweep::SWEEPS_DIR;
 use crate::training::Feed;
 
 /// Training flags after `trainer sweep ... --` that cannot be used: one line, clap's or ours.
@@ -68,6 +71,14 @@ pub fn resolve(matches: &clap::ArgMatches, argv: &[String]) -> Result<Invocation
         Some(Command::Export(args)) => Plan::Export(ExportPlan {
             model: RunDir::model_file(&args.model, args.best),
             out: args.out,
+        }),
+        Some(Command::Serve(args)) => Plan::Serve(ServePlan {
+            roots: match args.runs.is_empty() {
+                true => [RUNS_DIR, SWEEPS_DIR].map(PathBuf::from).to_vec(),
+                false => args.runs,
+            },
+            addr: std::net::SocketAddr::new(args.host, args.port),
+            token: args.token,
         }),
         Some(Command::Sweep(args)) => {
             let (plan, after) = sweep_plan(args, &cli.log, argv)?;

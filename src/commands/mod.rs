@@ -21,6 +21,7 @@ use crate::recipe::FieldDifference;
 use crate::run::epochs::EpochFilesError;
 use crate::run::plots::PlotsError;
 use crate::run::{GuardError, RunError};
+use crate::serve::{self, ServeError};
 use crate::sweep::SweepError;
 use crate::training::TrainError;
 
@@ -54,6 +55,9 @@ pub enum Error {
     /// A run's plots could not be drawn.
     #[error(transparent)]
     Plots(#[from] PlotsError),
+    /// The page's server could not run.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     /// A sweep's record, claims or tables failed.
     #[error(transparent)]
     Sweep(#[from] SweepError),
@@ -124,6 +128,10 @@ pub fn run(invocation: Invocation) -> Result<String, Error> {
         Plan::Sweep(plan) => sweep::sweep(plan, log, &Interrupts::install()),
         Plan::Plot(dir) => plot::plot(dir),
         Plan::Export(plan) => export::export(plan),
+        Plan::Serve(plan) => Ok(serve::serve(
+            plan,
+            &Interrupts::install_saying("stopping the server"),
+        )?),
     }
 }
 

@@ -23,6 +23,10 @@ use crate::plot::PlotError;
 use crate::run::RunError;
 use claims::ClaimError;
 
+/// Where the README puts sweeps (`--out sweeps/NAME`), and where `trainer serve` looks
+/// for them by default.
+pub const SWEEPS_DIR: &str = "sweeps";
+
 /// One point of the grid: the values of the swept flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {

@@ -1,7 +1,7 @@
 //! `trainer` seen from outside, in one test binary (one link of the whole crate, as ripgrep
 //! and rust-analyzer do): the binary run on real MNIST subsets and on bad input (`cli`), the
 //! files other tools read (`interop`), sweeps with many workers and on a real scheduler
-//! (`sweep`); `support` holds the helpers every test shares, unit tests included.
+//! (`sweep`), the page's server (`serve`); `support` holds the helpers every test shares, unit tests included.
 //!
 //! The training tests need real MNIST in `$TRAINER_DATA_DIR` or the default data directory:
 //! `python3 scripts/fetch_mnist.py` provisions it. They fail, never skip, when it is missing.
@@ -9,5 +9,6 @@
 mod cli;
 mod data;
 mod interop;
+mod serve;
 mod support;
 mod sweep;
