@@ -163,6 +163,8 @@ struct Net {
     /// The CNN's images, gathered (a placeholder for the MLP).
     image: Handle,
     convs: Vec<ConvBuffers>,
+    /// Each row's loss, hit and prediction (the evaluation's output).
+    results: Handle,
 }
 
 impl Net {
@@ -170,31 +172,21 @@ impl Net {
     fn new(variant: Variant, values: &[f32], data: &Resident) -> Result<Self, FusedError> {
         let (images, labels, _) = data.buffers().ok_or(FusedError::NotResident)?;
         let gpu = data.gpu().clone();
-        let l = &variant.layout;
-        let floats = |n: usize| gpu.empty(n.max(1) * size_of::<f32>());
-        let convs = variant
-            .convs
-            .iter()
-            .map(|c| {
-                let pooled = l.rows * c.pooled() * c.pooled() * c.outputs;
-                ConvBuffers {
-                    pooled: floats(pooled),
-                    winners: floats(pooled),
-                }
+        let buffer = |b: Buffer| gpu.empty(buffer_words(&variant, b).max(1) * 4);
+        let convs = (0..variant.convs.len())
+            .map(|c| ConvBuffers {
+                pooled: buffer(Buffer::Pooled(c)),
+                winners: buffer(Buffer::Winners(c)),
             })
             .collect();
-        let image_len = if variant.convs.is_empty() {
-            0
-        } else {
-            l.rows * variant.images.shape.pixels()
-        };
         Ok(Self {
             images: images.to_vec(),
             labels: labels.clone(),
             params: gpu.upload(&variant.to_device(values)),
-            x: floats(l.rows * l.widths[0]),
-            z: floats(l.activations),
-            image: floats(image_len),
+            x: buffer(Buffer::X),
+            z: buffer(Buffer::Z),
+            image: buffer(Buffer::Image),
+            results: buffer(Buffer::Results),
             convs,
             gpu,
             variant: Arc::new(variant),
@@ -243,45 +235,33 @@ impl Net {
         );
     }
 
+    /// Runs `dispatches` with the step buffer `step`.
+    fn run(&self, dispatches: &[Dispatch], step: &Handle) {
+        for d in dispatches {
+            let buffers: Vec<&Handle> = d
+                .buffers
+                .iter()
+                .map(|&b| match b {
+                    Buffer::Step => step,
+                    Buffer::Images(c) => &self.images[c],
+                    Buffer::Image => &self.image,
+                    Buffer::Params => &self.params,
+                    Buffer::X => &self.x,
+                    Buffer::Z => &self.z,
+                    Buffer::Pooled(c) => &self.convs[c].pooled,
+                    Buffer::Winners(c) => &self.convs[c].winners,
+                    Buffer::Labels => &self.labels,
+                    Buffer::Results => &self.results,
+                })
+                .collect();
+            self.launch(d.kernel, d.workgroup, d.groups, &buffers);
+        }
+    }
+
     /// The forward pass up to the first dense layer's pre-activations, for the batch in the
-    /// step buffer `step`: the convolution blocks (gathering the images first), then the
-    /// dense layer (gathering the MLP's images).
+    /// step buffer `step` (see [`forward_dispatches`]).
     fn forward(&self, step: &Handle) {
-        let v = &self.variant;
-        let rows = v.layout.rows;
-        let params = &self.params;
-        if !v.convs.is_empty() {
-            let mut buffers = vec![step, &self.images[0], &self.image];
-            buffers.extend(&self.images[1..]);
-            let quads = rows * v.images.shape.pixels() / 4;
-            self.launch_over(Kernel::Gather, quads, &buffers);
-        }
-        let last = v.convs.len().wrapping_sub(1);
-        for (c, conv) in v.convs.iter().enumerate() {
-            let out = if c == last {
-                &self.x
-            } else {
-                &self.convs[c].pooled
-            };
-            let input = if c == 0 {
-                &self.image
-            } else {
-                &self.convs[c - 1].pooled
-            };
-            let items = rows * conv.pooled() * conv.pooled() * conv.outputs / 4;
-            let buffers = [params, out, &self.convs[c].winners, input];
-            self.launch_over(Kernel::ConvForward(c), items, &buffers);
-        }
-        let groups = rows / 4;
-        let workgroup = v.forward_workgroup();
-        if v.convs.is_empty() {
-            let mut buffers = vec![params, &self.x, &self.z, step, &self.images[0]];
-            buffers.extend(&self.images[1..]);
-            self.launch(Kernel::DenseForward, workgroup, groups, &buffers);
-        } else {
-            let buffers = [params, &self.x, &self.z];
-            self.launch(Kernel::DenseForward, workgroup, groups, &buffers);
-        }
+        self.run(&forward_dispatches(&self.variant), step);
     }
 
     /// The step buffer for the images `indices` (the rest of the rows padding), each moved by
@@ -292,14 +272,7 @@ impl Net {
         indices: &[u32],
         shift: Option<Shift>,
     ) -> Vec<u32> {
-        let mut words = settings.to_vec();
-        words.extend(batch_rows(
-            indices,
-            self.variant.layout.rows,
-            self.variant.count,
-            shift,
-        ));
-        words
+        step_words(&self.variant, settings, indices, shift)
     }
 }
 
@@ -488,6 +461,260 @@ impl FusedStep {
     }
 }
 
+/// A buffer of the forward pass and the evaluation, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buffer {
+    /// Settings words, then each row's image number and shift (mlp_layout.wgsl).
+    Step,
+    /// A chunk of the resident images (`u8`, four to a word).
+    Images(usize),
+    /// The CNN's gathered images.
+    Image,
+    /// The parameters, laid out for the device.
+    Params,
+    /// The first dense layer's input.
+    X,
+    /// Every dense layer's pre-activations.
+    Z,
+    /// Convolution block `c`'s pooled output.
+    Pooled(usize),
+    /// Which window position won each of block `c`'s poolings.
+    Winners(usize),
+    /// The split's labels.
+    Labels,
+    /// Each row's loss, hit and prediction.
+    Results,
+}
+
+/// Words (4 bytes) of the scratch buffers of `v` (0 for those that come from elsewhere).
+fn buffer_words(v: &Variant, b: Buffer) -> usize {
+    let l = &v.layout;
+    let pooled = |c: usize| {
+        let conv = &v.convs[c];
+        l.rows * conv.pooled() * conv.pooled() * conv.outputs
+    };
+    match b {
+        Buffer::X => l.rows * l.widths[0],
+        Buffer::Z => l.activations,
+        Buffer::Image if !v.convs.is_empty() => l.rows * v.images.shape.pixels(),
+        Buffer::Pooled(c) | Buffer::Winners(c) => pooled(c),
+        Buffer::Results => 3 * l.rows,
+        Buffer::Params => v.device_params(),
+        Buffer::Images(_) => v.count.min(v.images.chunk) * v.images.words,
+        Buffer::Labels => v.count,
+        Buffer::Step | Buffer::Image => 0,
+    }
+}
+
+/// One dispatch: the kernel, its workgroup size, how many workgroups, the buffers bound in
+/// order (binding 0, 1, …).
+#[derive(Debug, Clone)]
+struct Dispatch {
+    kernel: Kernel,
+    workgroup: u32,
+    groups: usize,
+    buffers: Vec<Buffer>,
+}
+
+/// The forward pass up to the first dense layer's pre-activations, as dispatches: the
+/// convolution blocks (gathering the images first), then the dense layer (gathering the
+/// MLP's images). What the device runs and what a page is given.
+fn forward_dispatches(v: &Variant) -> Vec<Dispatch> {
+    let rows = v.layout.rows;
+    let over = |kernel, items: usize, buffers| Dispatch {
+        kernel,
+        workgroup: WORKGROUP,
+        groups: items.div_ceil(WORKGROUP as usize),
+        buffers,
+    };
+    let more_images = (1..v.images.chunks).map(Buffer::Images);
+    let mut dispatches = Vec::new();
+    if !v.convs.is_empty() {
+        let mut buffers = vec![Buffer::Step, Buffer::Images(0), Buffer::Image];
+        buffers.extend(more_images.clone());
+        dispatches.push(over(
+            Kernel::Gather,
+            rows * v.images.shape.pixels() / 4,
+            buffers,
+        ));
+    }
+    let last = v.convs.len().wrapping_sub(1);
+    for (c, conv) in v.convs.iter().enumerate() {
+        let out = if c == last {
+            Buffer::X
+        } else {
+            Buffer::Pooled(c)
+        };
+        let input = if c == 0 {
+            Buffer::Image
+        } else {
+            Buffer::Pooled(c - 1)
+        };
+        let items = rows * conv.pooled() * conv.pooled() * conv.outputs / 4;
+        let buffers = vec![Buffer::Params, out, Buffer::Winners(c), input];
+        dispatches.push(over(Kernel::ConvForward(c), items, buffers));
+    }
+    let mut buffers = vec![Buffer::Params, Buffer::X, Buffer::Z];
+    if v.convs.is_empty() {
+        buffers.extend([Buffer::Step, Buffer::Images(0)]);
+        buffers.extend(more_images);
+    }
+    dispatches.push(Dispatch {
+        kernel: Kernel::DenseForward,
+        workgroup: v.forward_workgroup(),
+        groups: rows / 4,
+        buffers,
+    });
+    dispatches
+}
+
+/// The evaluation's last dispatch: the later dense layers, each row's loss and prediction.
+fn eval_dispatch() -> Dispatch {
+    Dispatch {
+        kernel: Kernel::Eval,
+        workgroup: HEAD_WORKGROUP,
+        groups: 1,
+        buffers: vec![
+            Buffer::Labels,
+            Buffer::Step,
+            Buffer::Params,
+            Buffer::Z,
+            Buffer::Results,
+        ],
+    }
+}
+
+/// The step buffer of `v` for the images `indices` (the rest of the rows padding), each
+/// moved by `shift`, after the settings words `settings` (mlp_layout.wgsl).
+fn step_words(
+    v: &Variant,
+    settings: [u32; ROWS_AT],
+    indices: &[u32],
+    shift: Option<Shift>,
+) -> Vec<u32> {
+    let mut words = settings.to_vec();
+    words.extend(batch_rows(indices, v.layout.rows, v.count, shift));
+    words
+}
+
+/// The fused evaluation of one picture, for a WebGPU page: the kernels' WGSL filled in for
+/// the model (the same templates, the same dispatches as on the device), the buffers with
+/// the parameters laid out and the step words written, and where the logits end up.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebProgram {
+    /// The dispatches, in order.
+    pub kernels: Vec<WebKernel>,
+    /// The buffers the dispatches bind.
+    pub buffers: Vec<WebBuffer>,
+    /// The buffer the picture goes in: its pixels as bytes (0–255), four to a word, padded.
+    pub input: usize,
+    /// The buffer and offset (in floats) of the picture's logits, one per class.
+    pub logits: (usize, usize),
+    /// Classes.
+    pub classes: usize,
+}
+
+/// One dispatch of a [`WebProgram`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebKernel {
+    /// The kernel, for messages.
+    pub name: String,
+    /// Its WGSL, complete.
+    pub source: String,
+    /// Workgroups to dispatch (x; y and z are 1).
+    pub groups: usize,
+    /// The [`WebProgram::buffers`] bound, by index, at bindings 0, 1, ….
+    pub buffers: Vec<usize>,
+}
+
+/// One buffer of a [`WebProgram`]: its size and initial contents (zeros when none).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebBuffer {
+    /// Its role.
+    pub name: String,
+    /// Bytes.
+    pub bytes: usize,
+    /// Initial contents as floats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f32: Option<Vec<f32>>,
+    /// Initial contents as words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u32: Option<Vec<u32>>,
+}
+
+/// The [`WebProgram`] of `model` for pictures of `shape`, or why the fused kernels do not
+/// take it (the page then lets the server classify).
+pub fn web_program(model: &Model, shape: ImageShape) -> Result<WebProgram, String> {
+    let (meta, values) = flat_parameters(model).map_err(|e| e.to_string())?;
+    let images = ImageLayout::of(shape, 1).ok_or("an image too large")?;
+    let variant = Variant::new(&meta, 1, 1, false, images)?;
+    if let Some(w) = variant.layout.widths[1..]
+        .iter()
+        .find(|&&w| w > MAX_WIDTH && variant.convs.is_empty())
+    {
+        return Err(format!("a hidden layer of {w} units"));
+    }
+    let mut dispatches = forward_dispatches(&variant);
+    dispatches.push(eval_dispatch());
+    let step = step_words(&variant, [0; ROWS_AT], &[0], None);
+    let variant = Arc::new(variant);
+    let mut roles: Vec<Buffer> = Vec::new();
+    let mut kernels = Vec::new();
+    for d in &dispatches {
+        let buffers = d
+            .buffers
+            .iter()
+            .map(|b| match roles.iter().position(|r| r == b) {
+                Some(i) => i,
+                None => {
+                    roles.push(*b);
+                    roles.len() - 1
+                }
+            })
+            .collect();
+        let source = Source::<()> {
+            variant: variant.clone(),
+            kernel: d.kernel,
+            name: std::marker::PhantomData,
+        };
+        kernels.push(WebKernel {
+            name: format!("{:?}", d.kernel),
+            source: burn::backend::wgpu::KernelSource::source(&source).complete(),
+            groups: d.groups,
+            buffers,
+        });
+    }
+    let buffers = roles
+        .iter()
+        .map(|&b| {
+            let (f32, u32) = match b {
+                Buffer::Params => (Some(variant.to_device(&values)), None),
+                Buffer::Step => (None, Some(step.clone())),
+                _ => (None, None),
+            };
+            let words = match b {
+                Buffer::Step => step.len(),
+                other => buffer_words(&variant, other),
+            };
+            WebBuffer {
+                name: format!("{b:?}"),
+                bytes: words.max(1) * 4,
+                f32,
+                u32,
+            }
+        })
+        .collect();
+    let position = |b: Buffer| roles.iter().position(|&r| r == b).unwrap_or(0);
+    let l = &variant.layout;
+    Ok(WebProgram {
+        kernels,
+        buffers,
+        input: position(Buffer::Images(0)),
+        logits: (position(Buffer::Z), l.z_at[l.layers() - 1]),
+        classes: l.widths[l.layers()],
+    })
+}
+
 /// Images per evaluation batch: what the generic evaluation takes too.
 const EVAL_ROWS: usize = crate::batch::EVAL_BATCH;
 
@@ -501,16 +728,15 @@ pub fn evaluate(model: &Model, data: &Resident) -> Result<(Metrics, Vec<u8>), Fu
         .map_err(FusedError::Model)?;
     let net = Net::new(variant, &values, data)?;
     let rows = net.variant.layout.rows;
-    let results = net.gpu.empty(3 * rows * size_of::<u32>());
+    let mut dispatches = forward_dispatches(&net.variant);
+    dispatches.push(eval_dispatch());
     let (mut loss, mut correct) = (0f64, 0f64);
     let mut predicted = Vec::with_capacity(data.len());
     let order: Vec<u32> = (0..data.len() as u32).collect();
     for chunk in order.chunks(rows) {
         let step = net.gpu.upload(&net.step_words([0; ROWS_AT], chunk, None));
-        net.forward(&step);
-        let buffers = [&net.labels, &step, &net.params, &net.z, &results];
-        net.launch(Kernel::Eval, HEAD_WORKGROUP, 1, &buffers);
-        let words = net.gpu.read_u32(&results)?;
+        net.run(&dispatches, &step);
+        let words = net.gpu.read_u32(&net.results)?;
         for row in words.chunks(3).take(chunk.len()) {
             loss += f64::from(f32::from_bits(row[0]));
             correct += f64::from(row[1]);
