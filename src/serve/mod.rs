@@ -148,6 +148,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/run", get(run))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
+        .route("/api/program", get(program))
+        .route("/api/mistakes", get(mistakes))
         .route(
             "/api/classify",
             post(classify).layer(DefaultBodyLimit::max(MAX_PICTURE_BYTES)),
@@ -332,36 +334,157 @@ async fn events(
     response
 }
 
-/// `POST /api/classify?run=ID`, an image file as the body: the picture as the run's model
-/// takes it and its class probabilities, by the server's classifier.
-async fn classify(State(app): State<Arc<App>>, Query(q): Query<RunQuery>, body: Bytes) -> Response {
-    let model = {
-        let app = app.clone();
+/// The model file the run `id` classifies with.
+async fn model_of(app: &Arc<App>, id: String) -> Result<PathBuf, Refusal> {
+    let app = app.clone();
+    let model = blocking(move || {
+        let dir = app.catalog.resolve(&id)?;
+        Ok::<_, LookupError>(catalog::model_of(&crate::run::RunDir::at(&dir)))
+    })
+    .await;
+    match model {
+        Ok(Some(model)) => Ok(model),
+        Ok(None) => Err(Refusal(
+            StatusCode::CONFLICT,
+            "the run has no model yet".into(),
+        )),
+        Err(e) => Err(Refusal::from(e)),
+    }
+}
+
+/// A classifier's failure as a refusal.
+impl From<ClassifyError> for Refusal {
+    fn from(e: ClassifyError) -> Self {
+        let status = match e {
+            ClassifyError::Picture(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ClassifyError::Model(_) => StatusCode::CONFLICT,
+            ClassifyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ClassifyError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal(status, e.to_string())
+    }
+}
+
+/// `GET /api/program?run=ID`: the run's model as WebGPU kernels and buffers (see
+/// [`crate::gpu::fused::WebProgram`]); 409 when the fused kernels do not take the model.
+async fn program(State(app): State<Arc<App>>, Query(q): Query<RunQuery>) -> Response {
+    let model = match model_of(&app, q.run).await {
+        Ok(model) => model,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match app.classifier.program(model).await {
+        Ok(json) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json.as_str().to_owned(),
+        )
+            .into_response(),
+        Err(e) => Refusal::from(e).into_response(),
+    }
+}
+
+/// Pictures of one confusion cell answered at most.
+const CELL_PICTURES: usize = 60;
+
+/// A run, and optionally one cell of its confusion matrix.
+#[derive(Debug, Deserialize)]
+struct MistakesQuery {
+    run: String,
+    #[serde(rename = "true")]
+    truth: Option<usize>,
+    predicted: Option<usize>,
+}
+
+/// `GET /api/mistakes?run=ID`: the confusion matrix of the run's model over the run's test
+/// set; with `&true=T&predicted=P`, that cell's test pictures, most confident first (at most
+/// [`CELL_PICTURES`]). The pass is made once per model file.
+async fn mistakes(State(app): State<Arc<App>>, Query(q): Query<MistakesQuery>) -> Response {
+    let found = {
+        let (app, id) = (app.clone(), q.run.clone());
         blocking(move || {
-            let dir = app.catalog.resolve(&q.run)?;
-            Ok::<_, LookupError>(catalog::model_of(&crate::run::RunDir::at(&dir)))
+            let dir = app.catalog.resolve(&id).map_err(Refusal::from)?;
+            let run = crate::run::RunDir::at(&dir);
+            let config = run
+                .read_config()
+                .map_err(|e| Refusal(StatusCode::CONFLICT, e.to_string()))?;
+            let model = catalog::model_of(&run)
+                .ok_or_else(|| Refusal(StatusCode::CONFLICT, "the run has no model yet".into()))?;
+            Ok::<_, Refusal>((model, config))
         })
         .await
     };
-    let model = match model {
-        Ok(Some(model)) => model,
-        Ok(None) => {
-            return Refusal(StatusCode::CONFLICT, "the run has no model yet".into())
-                .into_response();
-        }
+    let (model, config) = match found {
+        Ok(found) => found,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let recorded = config.data.as_ref();
+    let request = crate::data::DataRequest {
+        path: config.data_dir.clone(),
+        format: recorded.map(|d| d.format),
+        image_size: recorded.and_then(|d| d.image_size),
+        channels: recorded.and_then(|d| d.channels),
+        skip_bad: recorded.is_some_and(|d| d.skip_bad),
+    };
+    let sizes = crate::data::SplitSizes {
+        valid: Some(config.recipe.valid_size),
+        test: config.recipe.test_size,
+    };
+    let pass = match app
+        .classifier
+        .test_pass(model.clone(), request, sizes, config.recipe.test_limit)
+        .await
+    {
+        Ok(pass) => pass,
         Err(e) => return Refusal::from(e).into_response(),
+    };
+    let shape = pass.test.shape;
+    let Some((truth, predicted)) = q.truth.zip(q.predicted) else {
+        return axum::Json(serde_json::json!({
+            "model": model.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "classes": pass.classes,
+            "counts": pass.counts,
+            "images": pass.test.len(),
+            "shape": [shape.channels, shape.height, shape.width],
+        }))
+        .into_response();
+    };
+    let mut cell: Vec<usize> = (0..pass.test.len())
+        .filter(|&i| usize::from(pass.test.labels()[i]) == truth && pass.predicted[i] == predicted)
+        .collect();
+    cell.sort_by(|&a, &b| pass.confidence[b].total_cmp(&pass.confidence[a]));
+    let total = cell.len();
+    let pictures: Vec<_> = cell
+        .into_iter()
+        .take(CELL_PICTURES)
+        .map(|i| {
+            serde_json::json!({
+                "index": i,
+                "label": pass.test.labels()[i],
+                "predicted": pass.predicted[i],
+                "probability": pass.confidence[i],
+                "pixels": pass.test.image(i),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "true": truth,
+        "predicted": predicted,
+        "total": total,
+        "shape": [shape.channels, shape.height, shape.width],
+        "pictures": pictures,
+    }))
+    .into_response()
+}
+
+/// `POST /api/classify?run=ID`, an image file as the body: the picture as the run's model
+/// takes it and its class probabilities, by the server's classifier.
+async fn classify(State(app): State<Arc<App>>, Query(q): Query<RunQuery>, body: Bytes) -> Response {
+    let model = match model_of(&app, q.run).await {
+        Ok(model) => model,
+        Err(refusal) => return refusal.into_response(),
     };
     match app.classifier.classify(model, body.to_vec()).await {
         Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => {
-            let status = match e {
-                ClassifyError::Picture(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ClassifyError::Model(_) => StatusCode::CONFLICT,
-                ClassifyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                ClassifyError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Refusal(status, e.to_string()).into_response()
-        }
+        Err(e) => Refusal::from(e).into_response(),
     }
 }
 

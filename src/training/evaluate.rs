@@ -17,11 +17,22 @@ pub fn probabilities(
     pixels: Vec<f32>,
     device: &burn::tensor::Device,
 ) -> Result<Vec<f32>, TrainError> {
+    class_probabilities(model, pixels, 1, device)
+}
+
+/// The class probabilities of `rows` pictures (`pixels`: their inputs one after another),
+/// row by row.
+pub fn class_probabilities(
+    model: &Model,
+    pixels: Vec<f32>,
+    rows: usize,
+    device: &burn::tensor::Device,
+) -> Result<Vec<f32>, TrainError> {
     use burn::tensor::activation::softmax;
     use burn::tensor::{Tensor, TensorData};
     with_subnormals_flushed(|| {
-        let n = pixels.len();
-        let x = Tensor::<2>::from_data(TensorData::new(pixels, [1, n]), device);
+        let n = pixels.len() / rows.max(1);
+        let x = Tensor::<2>::from_data(TensorData::new(pixels, [rows, n]), device);
         crate::backend::read::read_floats(softmax(model.forward(x), 1))
     })
     .map_err(TrainError::Read)

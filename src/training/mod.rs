@@ -5,7 +5,7 @@
 mod epoch;
 mod evaluate;
 
-pub use evaluate::{evaluate, probabilities};
+pub use evaluate::{class_probabilities, evaluate, probabilities};
 
 use std::time::Instant;
 

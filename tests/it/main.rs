@@ -6,6 +6,7 @@
 //! The training tests need real MNIST in `$TRAINER_DATA_DIR` or the default data directory:
 //! `python3 scripts/fetch_mnist.py` provisions it. They fail, never skip, when it is missing.
 
+mod browser;
 mod cli;
 mod data;
 mod interop;

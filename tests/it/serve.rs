@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 use crate::support::{data_dir, run, text, trainer};
 
 /// A `trainer serve` process and the address it printed.
-struct Server {
+pub struct Server {
     child: Child,
     addr: String,
 }
 
 impl Server {
     /// Starts `trainer serve --port 0 ARGS` and waits for its `serving http://ADDR/` line.
-    fn start(args: &[&str]) -> Server {
+    pub fn start(args: &[&str]) -> Server {
         let mut all = vec!["serve", "--port", "0"];
         all.extend_from_slice(args);
         let mut child = trainer(&all)
@@ -46,6 +46,11 @@ impl Server {
             addr: addr.to_string(),
             child,
         }
+    }
+
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// `GET path` with a loopback Host; the status and body.
@@ -159,7 +164,7 @@ impl Drop for Server {
 }
 
 /// A body sent in chunks, joined.
-fn dechunk(body: &str) -> String {
+pub fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
