@@ -543,3 +543,43 @@ fn a_bad_address_is_one_line() {
         text(&out.stderr)
     );
 }
+
+/// `scripts/bench_serve.py`, run as the README runs it (smaller): it prints the listing's
+/// time, the page's load in Chromium (where installed), classification latency under
+/// concurrent clients and the server's memory.
+#[test]
+fn the_serve_benchmark_prints_its_figures() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_serve.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--trainer")
+        .arg(crate::support::trainer_binary())
+        .args([
+            "--runs",
+            "3",
+            "--clients",
+            "4",
+            "--requests",
+            "5",
+            "--loads",
+            "2",
+        ])
+        .env("TRAINER_DATA_DIR", data_dir())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for figure in [
+        "GET /api/runs, 3 runs: first ",
+        "POST /api/classify, 4 clients x 5 requests: p50 ",
+        "server memory: peak ",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in {stdout}");
+    }
+    if std::env::var("TRAINER_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        assert!(
+            stdout.contains("page load in Chromium, 3 runs: first "),
+            "{stdout}"
+        );
+    }
+}
