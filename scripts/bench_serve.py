@@ -13,6 +13,9 @@ directories, starts `trainer serve --port 0` on them and measures:
   all N runs (the page records the moment), on a fresh server and then again (median of L);
 - POST /api/classify of an MNIST test digit's PNG by C concurrent clients, R requests
   each: p50 and p99 latency and requests/s;
+- the mistakes view: the model's pass over the test set (once), then one cell's pictures;
+- the delay from a training run's epoch written (its history.jsonl's modification time)
+  to that epoch's event reaching a client of /api/events (5 epochs, median and largest);
 - the server's peak resident memory (VmHWM) at the end.
 """
 import argparse
@@ -136,6 +139,33 @@ def classify_load(base, run_id, png, clients, requests):
     return latencies, errors, time.perf_counter() - t
 
 
+def live_delays(trainer, base, root, epochs=5):
+    """Seconds from each epoch's history line to its event at a watching client."""
+    live = os.path.join(root, "live")
+    child = subprocess.Popen([trainer, "train", "--out", live, "--epochs", str(epochs),
+                              "--batch-size", "16", "--backend", "flex", "--quiet"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not os.path.exists(os.path.join(live, "config.json")):
+            if child.poll() is not None:
+                sys.exit(f"error: the live run failed: {child.stderr.read().decode()}")
+            time.sleep(0.02)
+        delays = []
+        url = f"{base}/api/events?run=0:live&from=0"
+        with urllib.request.urlopen(url, timeout=300) as stream:
+            for raw in stream:
+                line = raw.decode().strip()
+                if line.startswith("event: epoch"):
+                    seen = time.time()
+                    written = os.stat(os.path.join(live, "history.jsonl")).st_mtime
+                    delays.append(seen - written)
+                    if len(delays) == epochs:
+                        break
+        return delays
+    finally:
+        child.wait()
+
+
 def quantile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -190,6 +220,13 @@ def main():
                   f"p50 {quantile(latencies, 0.5) * 1000:.1f} ms, "
                   f"p99 {quantile(latencies, 0.99) * 1000:.1f} ms, "
                   f"{len(latencies) / wall:.0f} requests/s")
+            first, _ = timed_get(f"{base}/api/mistakes?run={run_id}")
+            again, _ = timed_get(f"{base}/api/mistakes?run={run_id}&true=4&predicted=9")
+            print(f"mistakes: the model's test pass {first * 1000:.0f} ms (once per model file), "
+                  f"a cell's pictures then {again * 1000:.1f} ms")
+            delays = live_delays(trainer, base, root)
+            print(f"live epochs: {len(delays)} events, delay from the history line median "
+                  f"{statistics.median(delays) * 1000:.0f} ms, largest {max(delays) * 1000:.0f} ms")
             with open(f"/proc/{server.pid}/status") as f:
                 status = dict(line.split(":", 1) for line in f if ":" in line)
             print(f"server memory: peak {int(status['VmHWM'].split()[0]) / 1024:.1f} MB, "

@@ -519,7 +519,49 @@ fn drawing_and_mistakes_in_a_browser_on_webgpu() {
         }
     }
     eprintln!("drawn digits classified as their labels: {agreed} of 3");
+    webgpu_agrees_on_test_pictures(&browser, &mnist);
     mistakes_open_their_pictures(&browser, &model_run);
+}
+
+/// Test pictures posted as PNG files: on each, WebGPU's probabilities are the server's
+/// (1e-5) and so is the class.
+fn webgpu_agrees_on_test_pictures(browser: &Browser, mnist: &trainer::data::Data) {
+    let count = 50;
+    let pngs: Vec<String> = (0..count)
+        .map(|i| {
+            let pixels = mnist.test.image(100 + i);
+            let mut png = Vec::new();
+            image::GrayImage::from_raw(28, 28, pixels.to_vec())
+                .unwrap()
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            png.iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .collect();
+    let script = format!(
+        "const pngs = {}; let worst = 0, same = 0; \
+         for (const hex of pngs) {{ \
+           const bytes = new Uint8Array(hex.match(/../g).map(h => parseInt(h, 16))); \
+           const r = await fetch(api('/api/classify', {{ run: '0:model' }}), {{ method: 'POST', body: bytes }}); \
+           const a = await r.json(); const g = await gpuClassify('0:model', a.pixels); \
+           a.probabilities.forEach((p, c) => {{ worst = Math.max(worst, Math.abs(p - g.probabilities[c])); }}); \
+           const best = v => v.indexOf(Math.max(...v)); \
+           if (best(a.probabilities) === best(g.probabilities)) same += 1; }} \
+         return [worst, same];",
+        serde_json::to_string(&pngs).unwrap()
+    );
+    let result = browser.exec_async(&script);
+    let (worst, same) = (result[0].as_f64(), result[1].as_u64());
+    assert!(
+        worst.is_some_and(|w| w <= 1e-5),
+        "WebGPU against the server: {result}"
+    );
+    assert_eq!(
+        same,
+        Some(count as u64),
+        "the same class on every picture: {result}"
+    );
+    eprintln!("WebGPU against the server on {count} test pictures: largest difference {worst:?}");
 }
 
 /// The mistakes view of the run in `dir` shows its test result's confusion matrix, and the

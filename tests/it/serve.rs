@@ -573,6 +573,8 @@ fn the_serve_benchmark_prints_its_figures() {
         "GET /api/runs, 3 runs: first ",
         "POST /api/classify, 4 clients x 5 requests: p50 ",
         "server memory: peak ",
+        "mistakes: the model's test pass ",
+        "live epochs: 5 events, delay from the history line median ",
     ] {
         assert!(stdout.contains(figure), "no {figure:?} in {stdout}");
     }
