@@ -359,7 +359,7 @@ fn the_page_watches_a_run_live_in_a_browser() {
         "--out",
         live.to_str().unwrap(),
         "--epochs",
-        "4",
+        "6",
         "--batch-size",
         "16",
         "--backend",
@@ -386,9 +386,9 @@ fn the_page_watches_a_run_live_in_a_browser() {
     browser.screenshot("serve-runs.png");
     assert!(child.wait().unwrap().success());
     browser.wait_for(
-        &epochs_shown("0:live", "=== 4"),
+        &epochs_shown("0:live", "=== 6"),
         Duration::from_secs(30),
-        "four epochs",
+        "six epochs",
     );
 
     let resumed = run(trainer(&[
@@ -396,7 +396,7 @@ fn the_page_watches_a_run_live_in_a_browser() {
         "--resume",
         live.to_str().unwrap(),
         "--epochs",
-        "5",
+        "7",
         "--quiet",
     ])
     .env("TRAINER_DATA_DIR", data_dir()));
@@ -406,11 +406,11 @@ fn the_page_watches_a_run_live_in_a_browser() {
         text(&resumed.stderr)
     );
     browser.wait_for(
-        &epochs_shown("0:live", "=== 5"),
+        &epochs_shown("0:live", "=== 7"),
         Duration::from_secs(30),
         "the resumed epoch on the page",
     );
-    browser.wait_for("const r = state.listing.runs.find(r => r.id === '0:live'); return r && r.state === 'finished' && r.epochs_done === 5;", Duration::from_secs(30), "the run finished in the table");
+    browser.wait_for("const r = state.listing.runs.find(r => r.id === '0:live'); return r && r.state === 'finished' && r.epochs_done === 7;", Duration::from_secs(30), "the run finished in the table");
     assert_eq!(
         browser.exec("return window.notReloaded === true"),
         true,

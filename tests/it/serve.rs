@@ -251,7 +251,7 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
         "--out",
         live.to_str().unwrap(),
         "--epochs",
-        "4",
+        "6",
         "--batch-size",
         "16",
         "--backend",
@@ -279,7 +279,7 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut events = server.events("0:live", 0);
-    watch_while_training(&mut events, &mut child, 4);
+    watch_while_training(&mut events, &mut child, 6);
     let status = child.wait().unwrap();
     assert!(status.success());
 
@@ -291,7 +291,7 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
             break value;
         }
     };
-    assert_eq!(finished["epochs_done"], 4);
+    assert_eq!(finished["epochs_done"], 6);
     assert!(
         finished["test_accuracy"].as_f64().unwrap() > 0.8,
         "{finished}"
@@ -301,7 +301,7 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
         "--resume",
         live.to_str().unwrap(),
         "--epochs",
-        "5",
+        "7",
         "--quiet",
     ])
     .env("TRAINER_DATA_DIR", &data));
@@ -310,19 +310,19 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
         "a resume while watched: {}",
         text(&resumed.stderr)
     );
-    let fifth = loop {
+    let seventh = loop {
         let (name, data) = events.next();
         if name == "epoch" {
             break serde_json::from_str::<serde_json::Value>(&data).unwrap();
         }
     };
-    assert_eq!(fifth["epoch"], 5);
+    assert_eq!(seventh["epoch"], 7);
     let listing = server.json("/api/runs");
     let run = listed(&listing, "0:live");
     assert_eq!(run["state"], "finished");
-    assert_eq!(run["epochs_done"], 5);
+    assert_eq!(run["epochs_done"], 7);
     let history = server.json("/api/history?run=0:live");
-    assert_eq!(history.as_array().unwrap().len(), 5);
+    assert_eq!(history.as_array().unwrap().len(), 7);
     drop(events);
     let status = server.stop();
     assert!(
