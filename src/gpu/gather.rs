@@ -336,6 +336,19 @@ pub(crate) fn pixels_source(layout: &ImageLayout, binding: usize) -> String {
         .complete()
 }
 
+/// The gather kernel's WGSL for a batch of `rows` rows over `count` images kept as `layout`
+/// says (for checks of the generated text).
+#[cfg(test)]
+pub(crate) fn gather_source(rows: usize, count: usize, layout: ImageLayout) -> String {
+    GatherKernel {
+        rows,
+        count,
+        layout,
+    }
+    .source()
+    .complete()
+}
+
 /// shaders/gather.wgsl for a batch of `rows` rows over a split of `count` images.
 struct GatherKernel {
     rows: usize,

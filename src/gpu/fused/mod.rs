@@ -766,3 +766,5 @@ impl RunningSums for FusedStep {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod translation;

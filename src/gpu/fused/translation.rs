@@ -1,0 +1,158 @@
+//! Every kernel the fused step, the fused evaluation and the gather generate, for a fixed
+//! matrix of networks and batches, through naga's validator and its SPIR-V (then `spirv-val`),
+//! MSL (Metal) and HLSL (DX12) writers: what a workstation's driver receives, checked without
+//! its GPU. The `naga` command-line tool is used (naga-cli at wgpu's naga version, installed by
+//! `.ci/run`), not naga's writer features, so that `cargo build` and `cargo test` build one
+//! naga. Without `naga` or `spirv-val` the test says it is skipped, unless
+//! `TRAINER_REQUIRE_NAGA=1` (CI).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use burn::backend::wgpu::KernelSource;
+
+use super::layout::{Kernel, Source, Variant};
+use super::state::param_meta;
+use crate::data::{DataInfo, ImageShape};
+use crate::gpu::gather::{ImageLayout, gather_source};
+use crate::model::{Architecture, Model};
+use crate::test_support::skipped_unless;
+
+/// The tools, or `None` (said) when one is missing and CI does not require them.
+fn tools() -> Option<(String, String)> {
+    let naga = std::env::var("TRAINER_NAGA").unwrap_or_else(|_| "naga".into());
+    let works = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&naga, "--version") && works("spirv-val", "--version") {
+        return Some((naga, "spirv-val".into()));
+    }
+    assert!(
+        std::env::var("TRAINER_REQUIRE_NAGA").as_deref() != Ok("1"),
+        "TRAINER_REQUIRE_NAGA=1 but {naga} or spirv-val is missing"
+    );
+    skipped_unless(
+        "no naga (cargo install naga-cli --version 30.0.1) or spirv-val (apt-get install spirv-tools)",
+        "TRAINER_REQUIRE_NAGA",
+    );
+    None
+}
+
+/// Every distinct kernel source of the matrix, by a name that says where it comes from.
+fn kernel_sources() -> BTreeMap<String, String> {
+    let device = burn::tensor::Device::flex();
+    let mnist = DataInfo::mnist();
+    let mut sources = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |name: String, source: String| {
+        if seen.insert(source.clone()) {
+            sources.insert(name, source);
+        }
+    };
+    let networks: Vec<(Architecture, Vec<usize>)> = vec![
+        (Architecture::Mlp, vec![]),
+        (Architecture::Mlp, vec![30, 10]),
+        (Architecture::Mlp, vec![256]),
+        (Architecture::Mlp, vec![256, 256, 256]),
+        (Architecture::Cnn, vec![]),
+    ];
+    let count = 60_000;
+    let images = ImageLayout::of(ImageShape::MNIST, count).unwrap_or_else(|| unreachable!());
+    for (architecture, hidden) in networks {
+        let model = Model::new(architecture, &hidden, &mnist, 42, &device).unwrap();
+        let meta = param_meta(&model);
+        for batch in [1, 32, 256, 4096] {
+            for dropout in [false, true] {
+                let variant = Variant::new(&meta, batch, count, dropout, images).unwrap();
+                let tag = format!("{architecture:?}{hidden:?}-b{batch}-d{}", u8::from(dropout));
+                let mut kernels = vec![
+                    Kernel::DenseForward,
+                    Kernel::Head,
+                    Kernel::Eval,
+                    Kernel::DenseUpdate,
+                ];
+                if !variant.convs.is_empty() {
+                    kernels.extend([Kernel::Gather, Kernel::FeaturesGrad]);
+                    for c in 0..variant.convs.len() {
+                        kernels.extend([Kernel::ConvForward(c), Kernel::ConvWeights(c)]);
+                        if c > 0 {
+                            kernels.push(Kernel::ConvData(c));
+                        }
+                    }
+                }
+                let variant = std::sync::Arc::new(variant);
+                for kernel in kernels {
+                    let source = Source::<()> {
+                        variant: variant.clone(),
+                        kernel,
+                        name: std::marker::PhantomData,
+                    };
+                    add(format!("{tag}-{kernel:?}"), source.source().complete());
+                }
+            }
+            add(
+                format!("gather-b{batch}"),
+                gather_source(batch, count, images),
+            );
+        }
+    }
+    sources
+}
+
+/// Runs `program` with `args`; its complaint (empty when it succeeded).
+fn complaint(program: &str, args: &[&Path]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => String::new(),
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Every generated kernel validates in naga and translates to SPIR-V (which `spirv-val`
+/// accepts for Vulkan 1.1), MSL and HLSL; a failure names the kernel and the backend's
+/// message.
+#[test]
+fn every_kernel_translates_for_every_backend() {
+    let Some((naga, spirv_val)) = tools() else {
+        return;
+    };
+    let sources = kernel_sources();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (name, source) in &sources {
+        let name = name.replace(['[', ']', ',', ' '], "_");
+        let wgsl = dir.path().join(format!("{name}.wgsl"));
+        std::fs::write(&wgsl, source).unwrap();
+        let outputs = ["spv", "metal", "hlsl"].map(|ext| dir.path().join(format!("{name}.{ext}")));
+        let mut args = vec![wgsl.as_path()];
+        args.extend(outputs.iter().map(|p| p.as_path()));
+        let said = complaint(&naga, &args);
+        if !said.is_empty() {
+            failures.push(format!("{name}: naga: {said}"));
+            continue;
+        }
+        for output in &outputs {
+            let written = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+            assert!(written > 0, "{name}: naga wrote no {}", output.display());
+        }
+        let target = [Path::new("--target-env"), Path::new("vulkan1.1")];
+        let said = complaint(&spirv_val, &[target[0], target[1], &outputs[0]]);
+        if !said.is_empty() {
+            failures.push(format!("{name}: spirv-val: {said}"));
+        }
+    }
+    eprintln!(
+        "{} distinct kernel sources validated and written as SPIR-V, MSL and HLSL",
+        sources.len()
+    );
+    assert!(sources.len() > 50, "only {} kernels", sources.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
