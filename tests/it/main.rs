@@ -9,6 +9,7 @@
 mod browser;
 mod cli;
 mod data;
+mod gpu;
 mod interop;
 mod serve;
 mod support;
