@@ -1,7 +1,7 @@
 //! The server's classifier: a picture posted by the page (its drawing pad's canvas) prepared
 //! by the function `predict` uses and classified by a run's model on the CPU, on one thread of
 //! its own behind a bounded queue — bounded work, whatever the number of clients. Models are
-//! loaded once per model file, and each one's WebGPU program made once (reloaded when the file is replaced; kept as they were when a
+//! loaded once per model file (the last 8 used kept), and each one's WebGPU program made once (reloaded when the file is replaced; kept as they were when a
 //! replacement cannot be read).
 
 use std::collections::HashMap;
@@ -217,9 +217,17 @@ struct Model {
     mistakes: Option<Result<Arc<TestPass>, String>>,
 }
 
-/// The models loaded so far, by file, with the stamp of the file each was read from.
+/// Models kept loaded at most (with their programs and test passes); the least recently used
+/// goes first.
+const MAX_MODELS: usize = 8;
+
+/// The models loaded so far, by file, with the stamp of the file each was read from and
+/// when each was last used.
 #[derive(Default)]
-struct Models(HashMap<PathBuf, (super::catalog::Stamp, Model)>);
+struct Models {
+    loaded: HashMap<PathBuf, (super::catalog::Stamp, Model, u64)>,
+    uses: u64,
+}
 
 impl Models {
     /// The model in `path`: loaded again when the file changed, the last one read when the
@@ -229,8 +237,12 @@ impl Models {
         path: &Path,
         device: &burn::tensor::Device,
     ) -> Result<&mut Model, ClassifyError> {
+        self.uses += 1;
         let stamp = super::catalog::stamp(&[path.to_path_buf()]);
-        let fresh = self.0.get(path).is_some_and(|(seen, _)| *seen == stamp);
+        let fresh = self
+            .loaded
+            .get(path)
+            .is_some_and(|(seen, _, _)| *seen == stamp);
         if !fresh {
             match interop::load_model(path, device) {
                 Ok(loaded) => {
@@ -239,17 +251,32 @@ impl Models {
                         program: None,
                         mistakes: None,
                     };
-                    self.0.insert(path.to_path_buf(), (stamp, model));
+                    if !self.loaded.contains_key(path) && self.loaded.len() >= MAX_MODELS {
+                        let oldest = self
+                            .loaded
+                            .iter()
+                            .min_by_key(|(_, (_, _, used))| *used)
+                            .map(|(p, _)| p.clone());
+                        if let Some(oldest) = oldest {
+                            self.loaded.remove(&oldest);
+                        }
+                    }
+                    self.loaded
+                        .insert(path.to_path_buf(), (stamp, model, self.uses));
                 }
-                Err(e) if !self.0.contains_key(path) => {
+                Err(e) if !self.loaded.contains_key(path) => {
                     return Err(ClassifyError::Model(e.to_string()));
                 }
                 Err(_) => {}
             }
         }
-        self.0
+        let uses = self.uses;
+        self.loaded
             .get_mut(path)
-            .map(|(_, model)| model)
+            .map(|(_, model, used)| {
+                *used = uses;
+                model
+            })
             .ok_or_else(|| ClassifyError::Model(format!("{}: no model", path.display())))
     }
 }
@@ -295,6 +322,10 @@ fn test_pass(
             Some(n) => data.test.slice(0..(*n).min(data.test.len())),
             None => data.test,
         };
+        // Its own buffers: a window would keep the whole data set (a drawn split shares the
+        // training images' buffer) alive for as long as the pass is kept.
+        let test = Split::new(test.images().to_vec(), test.labels().to_vec(), test.shape)
+            .map_err(|e| e.to_string())?;
         let classes = loaded.data.classes.len();
         let (mut predicted, mut confidence) = (Vec::new(), Vec::new());
         let pixels = test.shape.pixels();
@@ -357,4 +388,49 @@ fn classify(
             .collect(),
         ran: "server",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DataInfo;
+    use crate::model::{Architecture, Model as Network};
+
+    /// At most [`MAX_MODELS`] stay loaded, the least recently used leaving first; a model
+    /// file replaced by one that cannot be read keeps the model last read, and a file never
+    /// read that cannot be read is an error.
+    #[test]
+    fn models_are_kept_within_bounds_and_as_last_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let device = burn::tensor::Device::flex();
+        let info = DataInfo::mnist();
+        let paths: Vec<PathBuf> = (0..=MAX_MODELS)
+            .map(|i| {
+                let path = tmp.path().join(format!("{i}.model"));
+                let net = Network::new(Architecture::Mlp, &[4], &info, i as u64, &device).unwrap();
+                crate::checkpoint::save_model(&net, &info, &path).unwrap();
+                path
+            })
+            .collect();
+        let mut models = Models::default();
+        for path in &paths[..MAX_MODELS] {
+            models.get(path, &device).unwrap();
+        }
+        // The first is used again: the second is now the least recently used.
+        models.get(&paths[0], &device).unwrap();
+        models.get(&paths[MAX_MODELS], &device).unwrap();
+        assert_eq!(models.loaded.len(), MAX_MODELS);
+        assert!(models.loaded.contains_key(&paths[0]));
+        assert!(!models.loaded.contains_key(&paths[1]));
+        std::fs::write(&paths[0], b"not a model any more").unwrap();
+        assert!(
+            models.get(&paths[0], &device).is_ok(),
+            "the model as last read"
+        );
+        std::fs::write(&paths[1], b"never a model").unwrap();
+        assert!(matches!(
+            models.get(&paths[1], &device),
+            Err(ClassifyError::Model(_))
+        ));
+    }
 }
