@@ -362,3 +362,88 @@ fn a_fused_training_step_takes_a_few_dispatches() {
         );
     }
 }
+
+/// A wgpu device on Vulkan that grants only wgpu's default limits — WebGPU's baseline: 16 KiB
+/// of workgroup memory, 256 invocations a workgroup, 8 storage buffers a shader stage, 128 MiB
+/// a binding — whatever the adapter offers (cubecl's own devices take the adapter's limits).
+fn baseline_device() -> Device {
+    use burn::backend::wgpu::{WgpuSetup, wgpu};
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+    descriptor.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(descriptor);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let adapter = runtime
+        .block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .unwrap();
+    let (device, queue) = runtime
+        .block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("WebGPU's default limits"),
+            required_features: adapter.features(),
+            required_limits: wgpu::Limits::default(),
+            ..wgpu::DeviceDescriptor::default()
+        }))
+        .unwrap();
+    let limits = device.limits();
+    assert_eq!(limits.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(limits.max_compute_workgroup_storage_size, 16 << 10);
+    assert_eq!(limits.max_compute_invocations_per_workgroup, 256);
+    assert_eq!(limits.max_storage_buffer_binding_size, 128 << 20);
+    let setup = WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend: wgpu::Backend::Vulkan,
+    };
+    Device::wgpu_options().setup(setup).init().unwrap()
+}
+
+/// Every fused kernel runs on a device limited to WebGPU's defaults (`baseline_device`): the
+/// MLP (the article's, one hidden layer of 256 with dropout and shifts) and the CNN train
+/// there with the fused step, to the bits they reach on the adapter's own limits.
+#[test]
+fn the_fused_step_runs_within_webgpus_default_limits() {
+    let Some(full) = wgpu() else { return };
+    let baseline = baseline_device();
+    let recipes = [
+        small_config(),
+        TrainConfig {
+            hidden: vec![256],
+            dropout: 0.2,
+            augment: 1,
+            batch_size: 256,
+            ..small_config()
+        },
+        TrainConfig {
+            model: Architecture::Cnn,
+            hidden: vec![],
+            epochs: 1,
+            ..small_config()
+        },
+    ];
+    for config in recipes {
+        let sets = small(&config);
+        let probe = Session::new(&config, &crate::data::DataInfo::mnist(), &baseline).unwrap();
+        let feed = decided(StepMethod::Fused, &config, &sets, &baseline, &probe);
+        assert_eq!(feed.step, StepMethod::Fused, "{config:?}");
+        let limited = run(&config, &sets, &baseline, StepMethod::Fused);
+        let own = run(&config, &sets, &full, StepMethod::Fused);
+        assert_eq!(
+            flat(&limited.model),
+            flat(&own.model),
+            "{:?} {:?}: weights",
+            config.model,
+            config.hidden
+        );
+        let losses = |s: &Session| -> Vec<_> {
+            s.record
+                .history
+                .iter()
+                .map(|r| (r.train, r.valid))
+                .collect()
+        };
+        assert_eq!(losses(&limited), losses(&own), "{config:?}: losses");
+    }
+}
