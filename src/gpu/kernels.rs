@@ -52,6 +52,20 @@ impl Gpu {
         }
     }
 
+    /// What the device lets one kernel have: storage buffers bound, bytes of workgroup
+    /// memory, invocations a workgroup.
+    pub fn limits(&self) -> (usize, usize, usize) {
+        let hardware = &self.client.properties().hardware;
+        (
+            // cubecl reports one buffer fewer than the device's storage buffers a stage, kept
+            // for the buffer of array sizes wgpu adds on Metal for its own kernels; wgpu
+            // validates our kernels against the device's own limit.
+            hardware.max_bindings as usize + 1,
+            hardware.max_shared_memory_size,
+            hardware.max_units_per_cube as usize,
+        )
+    }
+
     /// A new buffer holding `values`.
     pub fn upload<T: bytemuck::Pod>(&self, values: &[T]) -> Handle {
         self.client.create_from_slice(bytemuck::cast_slice(values))

@@ -112,7 +112,14 @@ pub fn decide_step(
         return generic;
     }
     let gather_kernel = feed.gather == GatherMethod::Kernel;
-    match crate::gpu::fused::fits(config, gather_kernel, model, train.shape, train.len()) {
+    match crate::gpu::fused::fits(
+        config,
+        gather_kernel,
+        model,
+        train.shape,
+        train.len(),
+        device,
+    ) {
         Ok(()) => {
             debug!(model = %config.model, "fused training step");
             *feed

@@ -444,6 +444,13 @@ impl Variant {
         self.layout.widths[1].div_ceil(4)
     }
 
+    /// Quads (four inputs) of each of its four rows the dense forward kernel stages in
+    /// workgroup memory at a time: all of them up to 256 (16 KiB for the four rows, WebGPU's
+    /// baseline), in chunks of 256 past that.
+    pub fn staged_quads(&self) -> usize {
+        (self.layout.widths[0] / 4).min(256)
+    }
+
     /// Invocations per workgroup of the dense forward kernel: one per group of four units, in
     /// whole groups of 8 (a CPU's vector), at most 64 (wider layers loop).
     pub fn forward_workgroup(&self) -> u32 {
@@ -559,7 +566,8 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                 };
                 v.template(include_str!("../../../shaders/mlp_forward.wgsl"), None)
                     .register("stage", stage)
-                    .register("staged", v.layout.widths[0].to_string())
+                    .register("stage_quads", v.staged_quads().to_string())
+                    .register("staged", (4 * v.staged_quads()).to_string())
                     .register("workgroup", v.forward_workgroup().to_string())
             }
             Kernel::Head => {

@@ -70,6 +70,7 @@ pub fn fits(
     model: &Model,
     shape: ImageShape,
     train_len: usize,
+    device: &burn::tensor::Device,
 ) -> Result<(), String> {
     if !gather_kernel {
         return Err("--gather ops|host are reference paths".into());
@@ -93,9 +94,82 @@ pub fn fits(
             crate::gpu::gather::MAX_CHUNKS
         ));
     };
-    training_variant(&param_meta(model), config, train_len, images)
-        .map(|_| ())
-        .map_err(|why| format!("the fused step cannot take this model: {why}"))
+    let meta = param_meta(model);
+    let variant = training_variant(&meta, config, train_len, images)
+        .map_err(|why| format!("the fused step cannot take this model: {why}"))?;
+    let Some(gpu) = Gpu::of(device) else {
+        return Ok(());
+    };
+    let eval = Variant::new(&meta, EVAL_ROWS.min(train_len), train_len, false, images)
+        .map_err(|why| format!("the fused evaluation cannot take this model: {why}"))?;
+    within_limits(&[variant, eval], gpu.limits())
+}
+
+/// Every kernel of a variant: the training step's and the evaluation's.
+fn kernels(v: &Variant) -> Vec<Kernel> {
+    let mut kernels = vec![
+        Kernel::DenseForward,
+        Kernel::Head,
+        Kernel::Eval,
+        Kernel::DenseUpdate,
+    ];
+    if !v.convs.is_empty() {
+        kernels.extend([Kernel::Gather, Kernel::FeaturesGrad]);
+        for c in 0..v.convs.len() {
+            kernels.extend([Kernel::ConvForward(c), Kernel::ConvWeights(c)]);
+            if c > 0 {
+                kernels.push(Kernel::ConvData(c));
+            }
+        }
+    }
+    kernels
+}
+
+/// A kernel's WGSL, complete.
+fn kernel_source(v: &Arc<Variant>, kernel: Kernel) -> String {
+    let source = Source::<()> {
+        variant: v.clone(),
+        kernel,
+        name: std::marker::PhantomData,
+    };
+    burn::backend::wgpu::KernelSource::source(&source).complete()
+}
+
+/// Whether every kernel of `variants` stays within a device's `limits` (storage buffers a
+/// kernel, workgroup memory, invocations a workgroup), read from the generated WGSL; `Err`
+/// names the first need past a limit, before anything is launched.
+fn within_limits(variants: &[Variant], limits: (usize, usize, usize)) -> Result<(), String> {
+    let (bindings, shared, units) = limits;
+    for v in variants {
+        let v = Arc::new(v.clone());
+        for kernel in kernels(&v) {
+            let source = kernel_source(&v, kernel);
+            let bound = source.matches("@binding(").count();
+            let memory = workgroup_bytes(&source);
+            let size = source
+                .split("@workgroup_size(")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if bound > bindings {
+                return Err(format!(
+                    "its {kernel:?} kernel binds {bound} storage buffers, this adapter allows {bindings}"
+                ));
+            }
+            if memory > shared {
+                return Err(format!(
+                    "its {kernel:?} kernel needs {memory} bytes of workgroup memory, this adapter has {shared}"
+                ));
+            }
+            if size > units {
+                return Err(format!(
+                    "its {kernel:?} kernel runs {size} invocations a workgroup, this adapter allows {units}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The kernels' variant for training with batches of `config.batch_size` on `count` images,
@@ -672,14 +746,9 @@ pub fn web_program(model: &Model, shape: ImageShape) -> Result<WebProgram, Strin
                 }
             })
             .collect();
-        let source = Source::<()> {
-            variant: variant.clone(),
-            kernel: d.kernel,
-            name: std::marker::PhantomData,
-        };
         kernels.push(WebKernel {
             name: format!("{:?}", d.kernel),
-            source: burn::backend::wgpu::KernelSource::source(&source).complete(),
+            source: kernel_source(&variant, d.kernel),
             groups: d.groups,
             buffers,
         });
@@ -713,6 +782,36 @@ pub fn web_program(model: &Model, shape: ImageShape) -> Result<WebProgram, Strin
         logits: (position(Buffer::Z), l.z_at[l.layers() - 1]),
         classes: l.widths[l.layers()],
     })
+}
+
+/// Bytes of workgroup memory a kernel's WGSL declares (`var<workgroup> NAME: array<T, N>;`
+/// and plain `var<workgroup> NAME: T;`), for checking it against a device's limit.
+pub(crate) fn workgroup_bytes(source: &str) -> usize {
+    let size = |ty: &str| match ty.trim() {
+        "vec4<f32>" | "vec4<u32>" => 16,
+        "vec2<f32>" | "vec2<u32>" => 8,
+        _ => 4,
+    };
+    source
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("var<workgroup>"))
+        .map(|decl| {
+            let ty = decl
+                .split_once(':')
+                .map_or("", |(_, t)| t)
+                .trim_end_matches(';')
+                .trim();
+            match ty.strip_prefix("array<").and_then(|t| t.strip_suffix('>')) {
+                Some(inner) => match inner.rsplit_once(',') {
+                    Some((t, n)) => {
+                        size(t) * n.trim().trim_end_matches('u').parse::<usize>().unwrap_or(0)
+                    }
+                    None => 0,
+                },
+                None => size(ty),
+            }
+        })
+        .sum()
 }
 
 /// Images per evaluation batch: what the generic evaluation takes too.

@@ -446,4 +446,31 @@ fn the_fused_step_runs_within_webgpus_default_limits() {
         };
         assert_eq!(losses(&limited), losses(&own), "{config:?}: losses");
     }
+    // A colour 32 × 32 MLP's forward kernel stages its 3,072 inputs a row in chunks, within
+    // the baseline's 16 KiB of workgroup memory (all at once it needed 48 KiB, past the 32 KiB
+    // lavapipe and Apple's GPUs offer); a device offering less than a kernel needs is refused
+    // before anything is launched, the need named (the run then takes burn's generic step).
+    let colour = crate::data::ImageShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let info = crate::data::DataInfo {
+        shape: colour,
+        ..crate::data::DataInfo::mnist()
+    };
+    let config = small_config();
+    let model = Model::new(Architecture::Mlp, &config.hidden, &info, 1, &baseline).unwrap();
+    assert_eq!(
+        super::fits(&config, true, &model, colour, 1000, &baseline),
+        Ok(())
+    );
+    let images = crate::gpu::gather::ImageLayout::of(colour, 1000).unwrap();
+    let meta = super::param_meta(&model);
+    let variant = super::Variant::new(&meta, 32, 1000, false, images).unwrap();
+    let why = super::within_limits(&[variant], (8, 8 << 10, 256)).unwrap_err();
+    assert_eq!(
+        why,
+        "its DenseForward kernel needs 16384 bytes of workgroup memory, this adapter has 8192"
+    );
 }

@@ -1,5 +1,5 @@
 //! Every kernel the fused step, the fused evaluation and the gather generate, for a fixed
-//! matrix of networks and batches, through naga's validator and its SPIR-V (then `spirv-val`),
+//! matrix of networks, image shapes (MNIST's, colour 32 × 32) and batches, through naga's validator and its SPIR-V (then `spirv-val`),
 //! MSL (Metal) and HLSL (DX12) writers: what a workstation's driver receives, checked without
 //! its GPU. The `naga` command-line tool is used (naga-cli at wgpu's naga version, installed by
 //! `.ci/run`), not naga's writer features, so that `cargo build` and `cargo test` build one
@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use burn::backend::wgpu::KernelSource;
-
-use super::layout::{Kernel, Source, Variant};
+use super::layout::Variant;
 use super::state::param_meta;
 use crate::data::{DataInfo, ImageShape};
 use crate::gpu::gather::{ImageLayout, gather_source};
@@ -61,43 +59,46 @@ fn kernel_sources() -> BTreeMap<String, String> {
         (Architecture::Cnn, vec![]),
     ];
     let count = 60_000;
-    let images = ImageLayout::of(ImageShape::MNIST, count).unwrap_or_else(|| unreachable!());
-    for (architecture, hidden) in networks {
-        let model = Model::new(architecture, &hidden, &mnist, 42, &device).unwrap();
-        let meta = param_meta(&model);
-        for batch in [1, 32, 256, 4096] {
-            for dropout in [false, true] {
-                let variant = Variant::new(&meta, batch, count, dropout, images).unwrap();
-                let tag = format!("{architecture:?}{hidden:?}-b{batch}-d{}", u8::from(dropout));
-                let mut kernels = vec![
-                    Kernel::DenseForward,
-                    Kernel::Head,
-                    Kernel::Eval,
-                    Kernel::DenseUpdate,
-                ];
-                if !variant.convs.is_empty() {
-                    kernels.extend([Kernel::Gather, Kernel::FeaturesGrad]);
-                    for c in 0..variant.convs.len() {
-                        kernels.extend([Kernel::ConvForward(c), Kernel::ConvWeights(c)]);
-                        if c > 0 {
-                            kernels.push(Kernel::ConvData(c));
-                        }
+    let colour = ImageShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    for shape in [ImageShape::MNIST, colour] {
+        let data = DataInfo {
+            shape,
+            ..mnist.clone()
+        };
+        let images = ImageLayout::of(shape, count).unwrap_or_else(|| unreachable!());
+        for (architecture, hidden) in &networks {
+            let model = Model::new(*architecture, hidden, &data, 42, &device).unwrap();
+            let meta = param_meta(&model);
+            for batch in [1, 32, 256, 4096] {
+                for dropout in [false, true] {
+                    let variant = Variant::new(&meta, batch, count, dropout, images).unwrap();
+                    let tag = format!(
+                        "{architecture:?}{hidden:?}-{}x{}x{}-b{batch}-d{}",
+                        shape.channels,
+                        shape.height,
+                        shape.width,
+                        u8::from(dropout)
+                    );
+                    let variant = std::sync::Arc::new(variant);
+                    for kernel in super::kernels(&variant) {
+                        add(
+                            format!("{tag}-{kernel:?}"),
+                            super::kernel_source(&variant, kernel),
+                        );
                     }
                 }
-                let variant = std::sync::Arc::new(variant);
-                for kernel in kernels {
-                    let source = Source::<()> {
-                        variant: variant.clone(),
-                        kernel,
-                        name: std::marker::PhantomData,
-                    };
-                    add(format!("{tag}-{kernel:?}"), source.source().complete());
-                }
+                add(
+                    format!(
+                        "gather-{}x{}x{}-b{batch}",
+                        shape.channels, shape.height, shape.width
+                    ),
+                    gather_source(batch, count, images),
+                );
             }
-            add(
-                format!("gather-b{batch}"),
-                gather_source(batch, count, images),
-            );
         }
     }
     sources
@@ -149,10 +150,20 @@ fn every_kernel_translates_for_every_backend() {
             failures.push(format!("{name}: spirv-val: {said}"));
         }
     }
+    let most = sources
+        .iter()
+        .map(|(name, source)| (super::workgroup_bytes(source), name.clone()))
+        .max()
+        .unwrap_or_default();
+    eprintln!("most workgroup memory: {} bytes ({})", most.0, most.1);
     eprintln!(
         "{} distinct kernel sources validated and written as SPIR-V, MSL and HLSL",
         sources.len()
     );
     assert!(sources.len() > 50, "only {} kernels", sources.len());
+    assert!(
+        most.0 <= 16 << 10,
+        "past WebGPU's 16 KiB of workgroup memory: {most:?}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
