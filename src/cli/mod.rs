@@ -148,7 +148,7 @@ pub struct DeviceArgs {
     pub backend: Option<BackendKind>,
 
     /// Graphics API for --backend wgpu
-    #[arg(long, value_enum, default_value_t = WgpuApi::Auto)]
+    #[arg(long, value_enum, default_value_t = WgpuApi::Auto, env = "TRAINER_WGPU_API")]
     pub wgpu_api: WgpuApi,
 
     /// GPU adapter for --backend wgpu, by its number in --list-devices [default: wgpu's pick, a high-performance GPU first]

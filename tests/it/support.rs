@@ -66,10 +66,10 @@ pub fn mnist_with_valid(valid: usize) -> Data {
 /// require one (`TRAINER_REQUIRE_WGPU`): the test then passes as skipped, saying so in the
 /// test output.
 pub fn wgpu() -> Option<burn::tensor::Device> {
-    use trainer::backend::{BackendKind, DeviceRequest, WgpuApi};
+    use trainer::backend::{BackendKind, DeviceRequest};
     let request = DeviceRequest {
         backend: BackendKind::Wgpu,
-        api: WgpuApi::Vulkan,
+        api: wgpu_api(),
         index: None,
         batched: true,
     };
@@ -80,6 +80,17 @@ pub fn wgpu() -> Option<burn::tensor::Device> {
             None
         }
         Err(e) => panic!("TRAINER_REQUIRE_WGPU is set and there is no wgpu device: {e}"),
+    }
+}
+
+/// The graphics API the wgpu tests run on: `$TRAINER_WGPU_API` (`vulkan`, `metal`, `dx12`,
+/// `auto`; what `--wgpu-api` takes, and the binary reads the same variable), Vulkan by default.
+pub fn wgpu_api() -> trainer::backend::WgpuApi {
+    use clap::ValueEnum;
+    match std::env::var("TRAINER_WGPU_API") {
+        Ok(name) => trainer::backend::WgpuApi::from_str(&name, true)
+            .unwrap_or_else(|e| panic!("TRAINER_WGPU_API={name}: {e}")),
+        Err(_) => trainer::backend::WgpuApi::Vulkan,
     }
 }
 

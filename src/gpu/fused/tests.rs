@@ -363,13 +363,19 @@ fn a_fused_training_step_takes_a_few_dispatches() {
     }
 }
 
-/// A wgpu device on Vulkan that grants only wgpu's default limits — WebGPU's baseline: 16 KiB
+/// A wgpu device (on the tests' graphics API) that grants only wgpu's default limits — WebGPU's baseline: 16 KiB
 /// of workgroup memory, 256 invocations a workgroup, 8 storage buffers a shader stage, 128 MiB
 /// a binding — whatever the adapter offers (cubecl's own devices take the adapter's limits).
 fn baseline_device() -> Device {
+    use crate::backend::WgpuApi;
     use burn::backend::wgpu::{WgpuSetup, wgpu};
     let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
-    descriptor.backends = wgpu::Backends::VULKAN;
+    descriptor.backends = match crate::test_support::wgpu_api() {
+        WgpuApi::Vulkan => wgpu::Backends::VULKAN,
+        WgpuApi::Metal => wgpu::Backends::METAL,
+        WgpuApi::Dx12 => wgpu::Backends::DX12,
+        WgpuApi::Auto => wgpu::Backends::PRIMARY,
+    };
     let instance = wgpu::Instance::new(descriptor);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -390,12 +396,13 @@ fn baseline_device() -> Device {
     assert_eq!(limits.max_compute_workgroup_storage_size, 16 << 10);
     assert_eq!(limits.max_compute_invocations_per_workgroup, 256);
     assert_eq!(limits.max_storage_buffer_binding_size, 128 << 20);
+    let backend = adapter.get_info().backend;
     let setup = WgpuSetup {
         instance,
         adapter,
         device,
         queue,
-        backend: wgpu::Backend::Vulkan,
+        backend,
     };
     Device::wgpu_options().setup(setup).init().unwrap()
 }
