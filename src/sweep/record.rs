@@ -76,7 +76,6 @@ fn some_labels(labels: &[String]) -> String {
     }
 }
 
-/// The lines that follow a sweep's tables while it is not complete: points given up, and how
 /// Where a sweep directory's record is.
 pub fn path(out: &Path) -> PathBuf {
     out.join("sweep.json")
