@@ -160,12 +160,7 @@ impl Catalog {
                         runs: Vec::new(),
                     }),
                     Found::Run => {
-                        let sweep = rel.parent().and_then(|p| {
-                            root.join(p)
-                                .join("sweep.json")
-                                .is_file()
-                                .then(|| format!("{n}:{}", rel_string(p)))
-                        });
+                        let sweep = sweep_of(n, &root, &rel);
                         if let Some(summary) = self.summary(&root.join(&rel), id, sweep, &held) {
                             runs.push(summary);
                         }
@@ -194,6 +189,12 @@ impl Catalog {
     /// The run directory `id` names: under its root, through no `..`, no absolute path and
     /// no symbolic link that leaves the root, holding a `config.json`.
     pub fn resolve(&self, id: &str) -> Result<PathBuf, LookupError> {
+        self.locate(id).map(|found| found.dir)
+    }
+
+    /// Where the run `id` names is: its root, its path under it, its directory (see
+    /// [`Catalog::resolve`]).
+    fn locate<'a>(&self, id: &'a str) -> Result<Located<'a>, LookupError> {
         let bad = || LookupError::BadId(id.to_string());
         let (n, rel) = id.split_once(':').ok_or_else(bad)?;
         let n: usize = n.parse().map_err(|_| bad())?;
@@ -209,7 +210,7 @@ impl Catalog {
         if !dir.starts_with(&root) || !RunDir::is_started(&dir) {
             return Err(none());
         }
-        Ok(dir)
+        Ok(Located { n, root, rel, dir })
     }
 
     /// The summary of the run in `dir` (its last good one when a file is caught changing;
@@ -272,18 +273,35 @@ impl Catalog {
 
     /// The summary of the run `id` names, as the listing shows it.
     pub fn summary_of(&self, id: &str) -> Result<RunSummary, LookupError> {
-        let dir = self.resolve(id)?;
-        let (n, rel) = id
-            .split_once(':')
-            .ok_or_else(|| LookupError::BadId(id.into()))?;
-        let sweep = Path::new(rel).parent().and_then(|p| {
-            dir.parent()
-                .is_some_and(|d| d.join("sweep.json").is_file())
-                .then(|| format!("{n}:{}", rel_string(p)))
-        });
-        self.summary(&dir, id.to_string(), sweep, &HeldLocks::read())
+        let found = self.locate(id)?;
+        let sweep = sweep_of(found.n, &found.root, found.rel);
+        self.summary(&found.dir, id.to_string(), sweep, &HeldLocks::read())
             .ok_or_else(|| LookupError::NoRun(id.to_string()))
     }
+}
+
+/// A run located under a root (see [`Catalog::locate`]).
+struct Located<'a> {
+    /// The root's number.
+    n: usize,
+    /// The root, canonical.
+    root: PathBuf,
+    /// The run's path under it, as the id gives it.
+    rel: &'a Path,
+    /// The run's directory, canonical.
+    dir: PathBuf,
+}
+
+/// Whether `dir` is a sweep directory: it holds the sweep's record.
+fn is_sweep(dir: &Path) -> bool {
+    crate::sweep::record::path(dir).is_file()
+}
+
+/// The id of the sweep whose point the run at `rel` under root `n` is, if its parent
+/// directory is a sweep.
+fn sweep_of(n: usize, root: &Path, rel: &Path) -> Option<String> {
+    let parent = rel.parent()?;
+    is_sweep(&root.join(parent)).then(|| format!("{n}:{}", rel_string(parent)))
 }
 
 /// A poisoned cache is still a cache: a panic elsewhere does not stop the server.
@@ -341,7 +359,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(PathBuf, Found)>
             found.push((rel, Found::Run));
             continue;
         }
-        if path.join("sweep.json").is_file() {
+        if is_sweep(&path) {
             found.push((rel.clone(), Found::Sweep));
         }
         walk(root, &root.join(&rel), depth - 1, found);
