@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::serve::Server;
-use crate::support::{data_dir, run, skipped_unless, text, trainer};
+use crate::support::{data_dir, missing, run, runs, text, trainer};
 
 /// The flags that give headless Chromium a WebGPU adapter on the CPU (SwiftShader).
 const CHROMIUM_FLAGS: &[&str] = &[
@@ -43,20 +43,8 @@ impl Browser {
     /// fails it under `TRAINER_REQUIRE_BROWSER=1`) when they are not installed.
     pub fn start() -> Option<Browser> {
         let binary = std::env::var("TRAINER_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-        let found = |name: &str| {
-            Command::new(name)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !found(&binary) || !found("chromedriver") {
-            assert!(
-                std::env::var("TRAINER_REQUIRE_BROWSER").as_deref() != Ok("1"),
-                "TRAINER_REQUIRE_BROWSER=1 but {binary} or chromedriver is missing"
-            );
-            skipped_unless(
+        if !runs(&binary, "--version") || !runs("chromedriver", "--version") {
+            missing(
                 "no chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
                 "TRAINER_REQUIRE_BROWSER",
             );
@@ -354,24 +342,7 @@ fn the_page_watches_a_run_live_in_a_browser() {
     assert_eq!(sweep_rows, 2, "the sweep's table has its two points");
 
     let live = runs.join("live");
-    let mut child = trainer(&[
-        "train",
-        "--out",
-        live.to_str().unwrap(),
-        "--epochs",
-        "6",
-        "--batch-size",
-        "16",
-        "--backend",
-        "flex",
-        "--test-limit",
-        "2000",
-        "--quiet",
-    ])
-    .env("TRAINER_DATA_DIR", data_dir())
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = crate::serve::train_live(&live);
     let tick = "const box = document.querySelector('input[data-run=\"0:live\"]'); if (!box) return false; if (!box.checked) box.click(); return true;";
     browser.wait_for(tick, Duration::from_secs(60), "the new run in the table");
     browser.wait_for(

@@ -63,15 +63,37 @@ impl Server {
 
     /// Sends a raw request; the status and (de-chunked) body of the answer.
     fn request(&self, raw: &str) -> (u16, String) {
+        self.exchange(raw, &[])
+    }
+
+    /// `POST path` with `body`; the status and body of the answer.
+    fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.exchange(&head, body)
+    }
+
+    /// Sends `head` then `body` on a new connection; the status and (de-chunked) body of the
+    /// answer.
+    fn exchange(&self, head: &str, body: &[u8]) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        stream.write_all(raw.as_bytes()).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        // A refused body may be cut off by the server before it is all sent (and the
+        // connection reset after its answer): what arrived is the answer.
+        let _ = stream.write_all(body);
         let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).unwrap();
+        let read = stream.read_to_end(&mut answer);
+        if body.is_empty() {
+            read.unwrap();
+        }
         let answer = text(&answer);
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
         let status = head
             .split_whitespace()
             .nth(1)
@@ -80,34 +102,7 @@ impl Server {
         let chunked = head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked");
-        (status, if chunked { dechunk(body) } else { body.into() })
-    }
-
-    /// `POST path` with `body`; the status and body of the answer.
-    fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        // A refused body may be cut off by the server before it is all sent.
-        let _ = stream.write_all(body);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        let answer = text(&answer);
-        let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-        (status, rest.to_string())
+        (status, if chunked { dechunk(rest) } else { rest.into() })
     }
 
     /// `GET path` as JSON, which must be answered 200.
@@ -246,24 +241,7 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
 
     let live = runs.join("live");
     let data = data_dir();
-    let mut child = trainer(&[
-        "train",
-        "--out",
-        live.to_str().unwrap(),
-        "--epochs",
-        "6",
-        "--batch-size",
-        "16",
-        "--backend",
-        "flex",
-        "--test-limit",
-        "2000",
-        "--quiet",
-    ])
-    .env("TRAINER_DATA_DIR", &data)
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = train_live(&live);
 
     // The run appears in the listing once its config.json is written.
     let started = std::time::Instant::now();
@@ -329,6 +307,29 @@ fn a_training_run_is_watched_live_and_resumes_while_watched() {
         status.success(),
         "Ctrl-C stops the server cleanly: {status}"
     );
+}
+
+/// Starts a run in `dir` slow enough to be watched epoch by epoch (six epochs of all the
+/// training images, batch 16, on flex), in the background.
+pub fn train_live(dir: &Path) -> Child {
+    trainer(&[
+        "train",
+        "--out",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--backend",
+        "flex",
+        "--test-limit",
+        "2000",
+        "--quiet",
+    ])
+    .env("TRAINER_DATA_DIR", data_dir())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap()
 }
 
 /// Reads `epochs` epoch events of a run that `child` trains: they come in order, the run is
@@ -578,7 +579,7 @@ fn the_serve_benchmark_prints_its_figures() {
     ] {
         assert!(stdout.contains(figure), "no {figure:?} in {stdout}");
     }
-    if std::env::var("TRAINER_REQUIRE_BROWSER").as_deref() == Ok("1") {
+    if crate::support::required("TRAINER_REQUIRE_BROWSER") {
         assert!(
             stdout.contains("page load in Chromium, 3 runs: first "),
             "{stdout}"

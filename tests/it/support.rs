@@ -167,17 +167,36 @@ pub fn events(dir: &Path) -> Vec<trainer::interop::tensorboard::Scalars> {
     read_scalars(&std::fs::read(&files[0]).unwrap())
 }
 
+/// Whether `require` (a `TRAINER_REQUIRE_…` variable) is `1`: CI's demand that a test whose
+/// tool is missing fail rather than skip.
+pub fn required(require: &str) -> bool {
+    std::env::var(require).as_deref() == Ok("1")
+}
+
+/// Says that the calling test is skipped for want of something (`why`: what is missing and
+/// how to get it), or fails it when `require` demands the test.
+pub fn missing(why: &str, require: &str) {
+    assert!(!required(require), "{require}=1 but {why}");
+    skipped_unless(why, require);
+}
+
+/// Whether `program ARG` runs and succeeds: the tool is installed.
+pub fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The Python that has `scripts/requirements-tests.txt`, named by `$TRAINER_PYTHON`; without
 /// one the calling test says it is skipped, or fails under `TRAINER_REQUIRE_PYTHON=1`.
 pub fn python() -> Option<PathBuf> {
     match std::env::var_os("TRAINER_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            assert!(
-                std::env::var("TRAINER_REQUIRE_PYTHON").as_deref() != Ok("1"),
-                "TRAINER_REQUIRE_PYTHON=1 but no TRAINER_PYTHON"
-            );
-            skipped_unless(
+            missing(
                 "no TRAINER_PYTHON with scripts/requirements-tests.txt",
                 "TRAINER_REQUIRE_PYTHON",
             );

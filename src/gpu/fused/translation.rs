@@ -15,25 +15,15 @@ use super::state::param_meta;
 use crate::data::{DataInfo, ImageShape};
 use crate::gpu::gather::{ImageLayout, gather_source};
 use crate::model::{Architecture, Model};
-use crate::test_support::skipped_unless;
+use crate::test_support::{missing, runs};
 
 /// The tools, or `None` (said) when one is missing and CI does not require them.
 fn tools() -> Option<(String, String)> {
     let naga = std::env::var("TRAINER_NAGA").unwrap_or_else(|_| "naga".into());
-    let works = |program: &str, arg: &str| {
-        Command::new(program)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works(&naga, "--version") && works("spirv-val", "--version") {
+    if runs(&naga, "--version") && runs("spirv-val", "--version") {
         return Some((naga, "spirv-val".into()));
     }
-    assert!(
-        std::env::var("TRAINER_REQUIRE_NAGA").as_deref() != Ok("1"),
-        "TRAINER_REQUIRE_NAGA=1 but {naga} or spirv-val is missing"
-    );
-    skipped_unless(
+    missing(
         "no naga (cargo install naga-cli --version 30.0.1) or spirv-val (apt-get install spirv-tools)",
         "TRAINER_REQUIRE_NAGA",
     );
