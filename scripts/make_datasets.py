@@ -26,7 +26,6 @@ idx:      the inverse: a folder of gray PNG pictures (one sub-folder per class, 
 library is needed (pictures are written and read with zlib).
 """
 import argparse
-import gzip
 import os
 import random
 import struct
@@ -35,19 +34,10 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fetch_mnist import default_out_dir  # noqa: E402  (one place for the data-dir rule)
+from digit_pngs import read_idx  # noqa: E402  (one IDX reader for the scripts)
 
 FASHION = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
-
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    (magic,) = struct.unpack(">I", data[:4])
-    dims = magic & 0xFF
-    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
-    return shape, data[4 + 4 * dims :]
 
 
 def find(data_dir, name):
