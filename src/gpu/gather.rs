@@ -426,6 +426,28 @@ mod tests {
         }
     }
 
+    /// A batch of `rows` (padded to 8) from `resident` has the bits of the same batch from
+    /// `host`, unshifted and moved by `shift`.
+    fn gathers_as_the_host(
+        resident: &crate::loader::Assembler,
+        host: &crate::loader::Assembler,
+        rows: &[u32],
+        shift: crate::batch::Shift,
+    ) {
+        for shift in [None, Some(shift)] {
+            let want = host.with_shift(shift).batch(rows, 8).read().unwrap();
+            let got = resident.with_shift(shift).batch(rows, 8).read().unwrap();
+            assert_eq!(got.labels, want.labels);
+            assert!(
+                got.pixels
+                    .iter()
+                    .zip(&want.pixels)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "pixels differ ({shift:?})"
+            );
+        }
+    }
+
     /// Colour images of an odd size (3 × 10 × 13: 390 bytes, padded to 98 words on the GPU)
     /// gather and shift as on the host, bit for bit.
     #[test]
@@ -454,19 +476,12 @@ mod tests {
             split: split.clone(),
             device: gpu.clone(),
         };
-        let rows: Vec<u32> = vec![49, 0, 17, 33, 1];
-        for shift in [None, Some(Shift { max: 3, stream: 9 })] {
-            let want = host.with_shift(shift).batch(&rows, 8).read().unwrap();
-            let got = resident.with_shift(shift).batch(&rows, 8).read().unwrap();
-            assert_eq!(got.labels, want.labels);
-            assert!(
-                got.pixels
-                    .iter()
-                    .zip(&want.pixels)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "pixels differ ({shift:?})"
-            );
-        }
+        gathers_as_the_host(
+            &resident,
+            &host,
+            &[49, 0, 17, 33, 1],
+            Shift { max: 3, stream: 9 },
+        );
     }
 
     /// A split kept in three buffers (chunks of 400 images here, of 128 MiB in use) gathers
@@ -492,18 +507,7 @@ mod tests {
             split: split.clone(),
             device: gpu.clone(),
         };
-        let rows: Vec<u32> = vec![0, 399, 400, 799, 800, 999, 5, 650];
-        for shift in [None, Some(Shift { max: 2, stream: 3 })] {
-            let want = host.with_shift(shift).batch(&rows, 8).read().unwrap();
-            let got = resident.with_shift(shift).batch(&rows, 8).read().unwrap();
-            assert_eq!(got.labels, want.labels);
-            assert!(
-                got.pixels
-                    .iter()
-                    .zip(&want.pixels)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "pixels differ ({shift:?})"
-            );
-        }
+        let rows = [0, 399, 400, 799, 800, 999, 5, 650];
+        gathers_as_the_host(&resident, &host, &rows, Shift { max: 2, stream: 3 });
     }
 }
