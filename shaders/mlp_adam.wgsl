@@ -1,7 +1,7 @@
-// Adam's update of one parameter (f32 in mlp_head.wgsl) or four (vec4<f32> in mlp_update.wgsl),
-// as burn's Adam and AdamW compute it (burn-optim adam.rs, adamw.rs), in the same order of
-// operations. Prepended to those kernels, which declare `step`, `params`, `m` and `v` as
-// arrays of that type.
+// Adam's update of one parameter (f32 in mlp_gradients.wgsl) or four (vec4<f32> in
+// mlp_update.wgsl and the CNN's weight kernels), as burn's Adam and AdamW compute it
+// (burn-optim adam.rs, adamw.rs), in the same order of operations. Prepended to those
+// kernels, which declare `step`, `params`, `m` and `v` as arrays of that type.
 
 // The constants are given as their f32 bits, so they are burn's to the last bit (WGSL cannot
 // bitcast in a constant expression, hence the lets).

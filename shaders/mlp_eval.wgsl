@@ -1,5 +1,5 @@
-// Fused evaluation, last kernel, one workgroup: every dense layer after the first, forward,
-// then each row's cross-entropy, whether its arg-max is the label, and the arg-max itself,
+// Fused evaluation, last kernel, a block of BLOCK rows a workgroup: every dense layer after
+// the first, forward, then each row's cross-entropy, whether its arg-max is the label, and the arg-max itself,
 // into `results` ([ROWS, 3] words: loss as f32 bits, hit 0 or 1, predicted digit; zero for
 // padding rows). The host adds them up. The per-layer passes are those of mlp_head.wgsl.
 
@@ -10,14 +10,20 @@
 @group(0) @binding(4) var<storage, read_write> results: array<u32>;
 
 const WORKGROUP: u32 = {{ workgroup }}u;
+const BLOCK: u32 = {{ block }}u;
 
 @compute @workgroup_size({{ workgroup }}, 1, 1)
-fn main(@builtin(local_invocation_index) lane: u32) {
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
     // The weights are bound even when no later layer reads them (an MLP without hidden
     // layers): the pipeline's layout follows the resources the shader uses.
     _ = &params;
+    let first = group.x * BLOCK;
 {{ forward }}
-    for (var row = lane; row < ROWS; row += WORKGROUP) {
+    for (var r = lane; r < BLOCK; r += WORKGROUP) {
+        let row = first + r;
         let at = {{ logits }}u + row * CLASSES;
         let image = step[ROWS_AT + row];
         if (image >= COUNT) {

@@ -1,4 +1,4 @@
-// Fused MLP step, kernel 1 of 3: the first dense layer's pre-activations z = x W + b (for the
+// Fused MLP step, kernel 1 of 4: the first dense layer's pre-activations z = x W + b (for the
 // MLP, after gathering the batch's images from the resident split into x). Each workgroup
 // takes 4 rows; each invocation four of the layer's units, so that every load feeds several
 // multiply-adds (vec4 loads: x as [ROWS, FIRST_IN / 4] vec4s, the first layer's weights on the

@@ -1,5 +1,5 @@
 // The fused MLP training step: the network's layout and the step buffer, shared by
-// mlp_forward.wgsl, mlp_head.wgsl and mlp_update.wgsl (prepended to each).
+// mlp_forward.wgsl, mlp_head.wgsl, mlp_gradients.wgsl and mlp_update.wgsl (prepended to each).
 //
 // All parameters live in one flat buffer, layer after layer as in burn's module order: the
 // weights, then the bias. Burn keeps a dense layer's weights [IN, OUT] row-major; on the device

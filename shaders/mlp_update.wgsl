@@ -1,4 +1,4 @@
-// Fused MLP step, kernel 3 of 3: the first layer's weight gradient x^T d, summed over the
+// Fused MLP step, kernel 4 of 4: the first layer's weight gradient x^T d, summed over the
 // batch, and Adam applied to each weight as soon as its gradient is known, no gradient
 // buffer. Each invocation takes 4 inputs (a vec4 of x) of four units: the weights are
 // [OUT, PIXELS] on the device, the head leaves this layer's gradient d as [OUT, ROWS].

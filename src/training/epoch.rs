@@ -49,7 +49,7 @@ impl EpochPlan<'_> {
         if let Some(fused) = fused {
             for chunk in rest.chunks(config.batch_size) {
                 let masks = step_masks(config, self.dropout_widths, epoch, step);
-                fused.step(chunk, shift, rate(step), &masks);
+                fused.step(chunk, shift, rate(step), &masks)?;
                 step += 1;
                 if !observer.on_step(epoch, step, steps, fused) {
                     return Ok((step, step < steps));

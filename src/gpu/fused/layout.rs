@@ -18,8 +18,16 @@ use crate::recipe::{ADAM_BETA1, ADAM_BETA2};
 /// Words of the step buffer before the batch's rows (mlp_layout.wgsl).
 pub(super) const ROWS_AT: usize = 8;
 
-/// Invocations per workgroup of the head kernel (a power of two, at most 256).
+/// Invocations per workgroup of the head and evaluation kernels (a power of two, at most 256).
 pub(super) const HEAD_WORKGROUP: u32 = 64;
+
+/// Rows per workgroup of the head and evaluation kernels: a batch of 256 spreads over 64
+/// workgroups (rows come in fours).
+pub(super) const BLOCK: usize = 4;
+
+/// Workgroups a dispatch should have at least, where its work allows, to keep a GPU's compute
+/// units busy: a workgroup runs on one of them, and a workstation GPU has 20 to 100 or more.
+pub(super) const WIDE: usize = 32;
 
 /// Invocations per workgroup of the other kernels.
 pub(super) const WORKGROUP: u32 = 64;
@@ -145,6 +153,20 @@ impl Layout {
     }
 }
 
+/// The workgroup size for a kernel of one invocation per item over `items`: the largest of
+/// 64, 32, 16 and 8 that still makes [`WIDE`] workgroups (8 when none does), so that a small
+/// dispatch is not left to a few compute units.
+pub(super) fn spread(items: usize) -> u32 {
+    [64, 32, 16]
+        .into_iter()
+        .find(|&size| items.div_ceil(size) >= WIDE)
+        .unwrap_or(8) as u32
+}
+
+/// Sums each invocation of the convolution weight kernel keeps (cnn_conv_weights.wgsl's
+/// `SUMS`): 3 taps × 4 input channels × 2 vec4s of output channels, and 2 of biases.
+pub(super) const WEIGHT_SUMS: usize = 26;
+
 /// One of the CNN's convolution blocks: 3×3 convolution (same padding), ReLU, 2×2 max-pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Conv {
@@ -163,6 +185,24 @@ pub(super) struct Conv {
 impl Conv {
     pub fn pooled(&self) -> usize {
         self.side / 2
+    }
+
+    /// Workgroups of the weight kernel's sums: one per four input channels, kernel row and
+    /// eight output channels.
+    pub fn weight_groups(&self) -> usize {
+        self.inputs / 4 * 3 * self.outputs / 8
+    }
+
+    /// Slices of the batch's positions the weight kernel splits its sums into, each in
+    /// workgroups of its own, when there are fewer than [`WIDE`] of them (the first
+    /// convolution: 6); `cnn_conv_weights_sum.wgsl` adds the slices up and applies Adam.
+    pub fn slices(&self) -> usize {
+        WIDE.div_ceil(self.weight_groups())
+    }
+
+    /// Invocations of the slices' sum kernel: one per sum of each weight workgroup.
+    pub fn sum_items(&self) -> usize {
+        self.weight_groups() * WEIGHT_SUMS
     }
 }
 
@@ -418,6 +458,7 @@ impl Variant {
             .register("forward", self.forward_passes())
             .register("logits", l.z_at[l.layers() - 1].to_string())
             .register("workgroup", HEAD_WORKGROUP.to_string())
+            .register("block", BLOCK.to_string())
             .complete()
     }
 
@@ -435,7 +476,34 @@ impl Variant {
             .register("logits", l.z_at[last].to_string())
             .register("d_logit", self.d_index(last, "row", "c"))
             .register("workgroup", HEAD_WORKGROUP.to_string())
+            .register("block", BLOCK.to_string())
             .complete()
+    }
+
+    /// mlp_gradients.wgsl with its per-layer sums written out.
+    fn gradients_source(&self) -> String {
+        let layers: String = (1..self.layout.layers())
+            .map(|i| self.layer_pass(include_str!("../../../shaders/mlp_layer_gradients.wgsl"), i))
+            .collect();
+        SourceTemplate::new(include_str!("../../../shaders/mlp_gradients.wgsl"))
+            .register("layers", layers)
+            .register("workgroup", spread(self.gradient_items()).to_string())
+            .complete()
+    }
+
+    /// Invocations of mlp_gradients.wgsl: one per weight and bias of the dense layers after
+    /// the first, and per bias of the first.
+    pub fn gradient_items(&self) -> usize {
+        let w = &self.layout.widths;
+        let later: usize = (1..self.layout.layers())
+            .map(|i| w[i] * w[i + 1] + w[i + 1])
+            .sum();
+        later + w[1]
+    }
+
+    /// Invocations of the first dense layer's update kernel: one per four inputs of four units.
+    pub fn update_items(&self) -> usize {
+        self.unit_groups() * self.layout.widths[0] / 4
     }
 
     /// Groups of four first-dense-layer units: each invocation of the forward and update
@@ -506,8 +574,12 @@ pub(super) enum Kernel {
     Gather,
     /// The first dense layer forward (mlp_forward.wgsl), gathering the images for the MLP.
     DenseForward,
-    /// The later dense layers, the loss and their backward pass (mlp_head.wgsl).
+    /// The later dense layers, the loss and the backward pass, a block of rows a workgroup
+    /// (mlp_head.wgsl).
     Head,
+    /// The later dense layers' and the first layer's bias's gradients and Adam
+    /// (mlp_gradients.wgsl).
+    Gradients,
     /// The later dense layers and each row's loss and prediction (mlp_eval.wgsl).
     Eval,
     /// The first dense layer's weight gradient and Adam (mlp_update.wgsl).
@@ -519,8 +591,12 @@ pub(super) enum Kernel {
     FeaturesGrad,
     /// The gradient into convolution `c`'s input and the pooling below (cnn_conv_data.wgsl).
     ConvData(usize),
-    /// Convolution `c`'s weight gradient and Adam (cnn_conv_weights.wgsl).
+    /// Convolution `c`'s weight gradient and Adam (cnn_conv_weights.wgsl); in slices, each
+    /// slice's sums only, when the convolution has [`Conv::slices`].
     ConvWeights(usize),
+    /// Convolution `c`'s slices of weight gradient added up, and Adam
+    /// (cnn_conv_weights_sum.wgsl).
+    ConvWeightsSum(usize),
 }
 
 /// A kernel of a variant, ready to launch. The type parameter names the kernel in cubecl's
@@ -539,6 +615,8 @@ pub(super) mod names {
     pub struct DenseForward;
     /// [`super::Kernel::Head`].
     pub struct Head;
+    /// [`super::Kernel::Gradients`].
+    pub struct Gradients;
     /// [`super::Kernel::Eval`].
     pub struct Eval;
     /// [`super::Kernel::DenseUpdate`].
@@ -551,6 +629,8 @@ pub(super) mod names {
     pub struct ConvData;
     /// [`super::Kernel::ConvWeights`].
     pub struct ConvWeights;
+    /// [`super::Kernel::ConvWeightsSum`].
+    pub struct ConvWeightsSum;
 }
 
 impl<K: Send + Sync + 'static> KernelSource for Source<K> {
@@ -573,8 +653,9 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
             Kernel::Head => {
                 let source =
                     include_str!("../../../shaders/mlp_logits.wgsl").to_string() + &v.head_source();
-                v.template(&source, Some("f32"))
+                v.template(&source, None)
             }
+            Kernel::Gradients => v.template(&v.gradients_source(), Some("f32")),
             Kernel::Eval => {
                 let source =
                     include_str!("../../../shaders/mlp_logits.wgsl").to_string() + &v.eval_source();
@@ -585,7 +666,7 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                     include_str!("../../../shaders/mlp_update.wgsl"),
                     Some("vec4<f32>"),
                 )
-                .register("workgroup", WORKGROUP.to_string()),
+                .register("workgroup", spread(v.update_items()).to_string()),
             Kernel::Gather => v
                 .template(
                     &(pixels_source(&v.images, 3)
@@ -605,15 +686,38 @@ impl<K: Send + Sync + 'static> KernelSource for Source<K> {
                 false,
                 5,
             ),
-            Kernel::ConvWeights(c) => v
-                .conv_template(
-                    c,
-                    include_str!("../../../shaders/cnn_conv_weights.wgsl"),
-                    true,
-                    5,
-                )
-                .register("workgroup", WEIGHTS_WORKGROUP.to_string())
-                .register("partial", (WEIGHTS_WORKGROUP as usize * 26).to_string()),
+            Kernel::ConvWeights(c) => {
+                let sliced = v.convs[c].slices() > 1;
+                let (finish, partials) = if sliced {
+                    (
+                        include_str!("../../../shaders/cnn_conv_weights_slice.wgsl"),
+                        "@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;",
+                    )
+                } else {
+                    (
+                        include_str!("../../../shaders/cnn_conv_weights_adam.wgsl"),
+                        "",
+                    )
+                };
+                let source = include_str!("../../../shaders/cnn_conv_weights.wgsl").to_string()
+                    + include_str!("../../../shaders/cnn_conv_weights_apply.wgsl");
+                v.conv_template(c, &source, true, 5)
+                    .register("workgroup", WEIGHTS_WORKGROUP.to_string())
+                    .register(
+                        "partial",
+                        (WEIGHTS_WORKGROUP as usize * WEIGHT_SUMS).to_string(),
+                    )
+                    .register("finish", finish)
+                    .register("partials", partials)
+                    .register("slices", v.convs[c].slices().to_string())
+            }
+            Kernel::ConvWeightsSum(c) => {
+                let source = include_str!("../../../shaders/cnn_conv_weights_sum.wgsl").to_string()
+                    + include_str!("../../../shaders/cnn_conv_weights_apply.wgsl");
+                v.conv_template(c, &source, true, 5)
+                    .register("workgroup", spread(v.convs[c].sum_items()).to_string())
+                    .register("slices", v.convs[c].slices().to_string())
+            }
             Kernel::FeaturesGrad => {
                 let conv = v.convs[v.convs.len() - 1];
                 v.template(

@@ -6,21 +6,25 @@
 //! each a kernel launch that costs a GPU 5–10 µs whatever it computes; for networks this small
 //! that is the whole step. The fused step follows tiny-cuda-nn's "fully fused MLP" (Müller et
 //! al., 2021) as far as WGSL allows (no grid-wide barrier, so the first dense layer, with most
-//! of the MLP's weights, gets kernels of its own). The MLP's step is three dispatches:
+//! of the MLP's weights, gets kernels of its own). The MLP's step is four dispatches, each
+//! spread over at least 32 workgroups at a batch of 256 (a workgroup runs on one of a GPU's
+//! compute units):
 //!
 //! 1. `mlp_forward`: the batch's pixels gathered from the resident split (shifted for
-//!    `--augment`), and the first layer's pre-activations, several rows per workgroup;
-//! 2. `mlp_head`: one workgroup does every later layer forward, the softmax cross-entropy
-//!    and its gradient, the epoch's loss and hit sums, the backward pass, and Adam for every
-//!    parameter but the first layer's weights;
-//! 3. `mlp_update`: the first layer's weight gradient, each weight's Adam update as soon as
+//!    `--augment`), and the first layer's pre-activations, four rows per workgroup;
+//! 2. `mlp_head`: every later layer forward, the softmax cross-entropy and its gradient, each
+//!    row's loss and hit, and the backward pass, four rows per workgroup;
+//! 3. `mlp_gradients`: the gradient of every parameter but the first layer's weights, summed
+//!    over the rows, and Adam; the epoch's loss and hit sums;
+//! 4. `mlp_update`: the first layer's weight gradient, each weight's Adam update as soon as
 //!    its gradient is known.
 //!
-//! The CNN's step adds, before them, one dispatch per convolution block (convolution, bias,
-//! ReLU and pooling fused, reading the resident images for the first), and after the head the
-//! gradient into the dense layer's input through the last pooling, then per block the
-//! gradient into its input (through the pooling below) and its weight gradients with Adam:
-//! twelve dispatches in all.
+//! The CNN's step adds, before them, one dispatch for the images and one per convolution
+//! block (convolution, bias, ReLU and pooling fused), and after the gradients the gradient
+//! into the dense layer's input through the last pooling, then per block the gradient into
+//! its input (through the pooling below) and its weight gradients with Adam — for the first
+//! block, whose weights are few, in slices of the batch added up by one more dispatch:
+//! fifteen dispatches in all.
 //!
 //! Weights and Adam's moments stay on the device in flat buffers; they come back into burn's
 //! `Model` and `ModuleOptimizer` (the same checkpoint format as the generic step's) at the end
@@ -43,7 +47,10 @@ use crate::gpu::kernels::Gpu;
 use crate::metrics::{Metrics, RunningSums};
 use crate::model::{Architecture, Model};
 use crate::recipe::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
-use layout::{HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHTS_WORKGROUP, WORKGROUP};
+use layout::{
+    BLOCK, HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHT_SUMS, WEIGHTS_WORKGROUP,
+    WORKGROUP, spread,
+};
 pub use state::Moments;
 pub(crate) use state::ParamMeta;
 use state::{flat_parameters, param_meta, set_flat_parameters};
@@ -110,15 +117,19 @@ fn kernels(v: &Variant) -> Vec<Kernel> {
     let mut kernels = vec![
         Kernel::DenseForward,
         Kernel::Head,
+        Kernel::Gradients,
         Kernel::Eval,
         Kernel::DenseUpdate,
     ];
     if !v.convs.is_empty() {
         kernels.extend([Kernel::Gather, Kernel::FeaturesGrad]);
-        for c in 0..v.convs.len() {
+        for (c, conv) in v.convs.iter().enumerate() {
             kernels.extend([Kernel::ConvForward(c), Kernel::ConvWeights(c)]);
             if c > 0 {
                 kernels.push(Kernel::ConvData(c));
+            }
+            if conv.slices() > 1 {
+                kernels.push(Kernel::ConvWeightsSum(c));
             }
         }
     }
@@ -214,6 +225,10 @@ pub enum FusedError {
     /// burn's optimizer state could not be converted.
     #[error("optimizer state: {0}")]
     Optimizer(String),
+    /// A dispatch binds a training buffer where none is (an evaluation): a mistake in the
+    /// dispatch lists, reported rather than launched.
+    #[error("the fused {0} kernel binds the training step's buffers outside training")]
+    Unbound(String),
 }
 
 /// One convolution block's buffers: its pooled output (the dense input, `x`, for the last) and
@@ -290,52 +305,63 @@ impl Net {
             Gather,
             DenseForward,
             Head,
+            Gradients,
             Eval,
             DenseUpdate,
             ConvForward,
             FeaturesGrad,
             ConvData,
-            ConvWeights
+            ConvWeights,
+            ConvWeightsSum
         );
     }
 
-    /// Launches `kernel` with one invocation per item of `items`, in workgroups of 64.
-    fn launch_over(&self, kernel: Kernel, items: usize, buffers: &[&Handle]) {
-        self.launch(
-            kernel,
-            WORKGROUP,
-            items.div_ceil(WORKGROUP as usize),
-            buffers,
-        );
-    }
-
-    /// Runs `dispatches` with the step buffer `step`.
-    fn run(&self, dispatches: &[Dispatch], step: &Handle) {
+    /// Runs `dispatches` with the step buffer `step` and, for a training step, its buffers
+    /// `training`.
+    fn run(
+        &self,
+        dispatches: &[Dispatch],
+        step: &Handle,
+        training: Option<&Training>,
+    ) -> Result<(), FusedError> {
         for d in dispatches {
-            let buffers: Vec<&Handle> = d
+            let buffers = d
                 .buffers
                 .iter()
-                .map(|&b| match b {
-                    Buffer::Step => step,
-                    Buffer::Images(c) => &self.images[c],
-                    Buffer::Image => &self.image,
-                    Buffer::Params => &self.params,
-                    Buffer::X => &self.x,
-                    Buffer::Z => &self.z,
-                    Buffer::Pooled(c) => &self.convs[c].pooled,
-                    Buffer::Winners(c) => &self.convs[c].winners,
-                    Buffer::Labels => &self.labels,
-                    Buffer::Results => &self.results,
-                })
-                .collect();
+                .map(|&b| self.handle(b, step, training))
+                .collect::<Option<Vec<&Handle>>>()
+                .ok_or_else(|| FusedError::Unbound(format!("{:?}", d.kernel)))?;
             self.launch(d.kernel, d.workgroup, d.groups, &buffers);
         }
+        Ok(())
     }
 
-    /// The forward pass up to the first dense layer's pre-activations, for the batch in the
-    /// step buffer `step` (see [`forward_dispatches`]).
-    fn forward(&self, step: &Handle) {
-        self.run(&forward_dispatches(&self.variant), step);
+    /// The buffer in role `b`: the step buffer `step`, the network's, or one of `training`'s.
+    fn handle<'a>(
+        &'a self,
+        b: Buffer,
+        step: &'a Handle,
+        training: Option<&'a Training>,
+    ) -> Option<&'a Handle> {
+        Some(match b {
+            Buffer::Step => step,
+            Buffer::Images(c) => self.images.get(c)?,
+            Buffer::Image => &self.image,
+            Buffer::Params => &self.params,
+            Buffer::X => &self.x,
+            Buffer::Z => &self.z,
+            Buffer::Pooled(c) => &self.convs.get(c)?.pooled,
+            Buffer::Winners(c) => &self.convs.get(c)?.winners,
+            Buffer::Labels => &self.labels,
+            Buffer::Results => &self.results,
+            Buffer::Moment1 => &training?.moment_1,
+            Buffer::Moment2 => &training?.moment_2,
+            Buffer::D => &training?.d,
+            Buffer::Losses => &training?.losses,
+            Buffer::Sums => &training?.sums,
+            Buffer::Gradient(c) => training?.gradients.get(c)?,
+            Buffer::Partials(c) => training?.partials.get(c)?,
+        })
     }
 
     /// The step buffer for the images `indices` (the rest of the rows padding), each moved by
@@ -350,17 +376,30 @@ impl Net {
     }
 }
 
+/// The training step's own buffers on the device: Adam's moments, gradients, sums.
+struct Training {
+    moment_1: Handle,
+    moment_2: Handle,
+    /// Loss gradients of the dense layers' pre-activations.
+    d: Handle,
+    /// Loss gradients of each convolution's outputs.
+    gradients: Vec<Handle>,
+    /// Each convolution's weight gradient sums by slice (unused when it has one slice).
+    partials: Vec<Handle>,
+    /// Each row's loss and hit.
+    losses: Handle,
+    /// The epoch's running loss and hit sums.
+    sums: Handle,
+}
+
 /// A network being trained by the fused step: weights, Adam's moments and the step's scratch
 /// buffers on the device.
 pub struct FusedStep {
     net: Net,
-    moment_1: Handle,
-    moment_2: Handle,
-    /// Loss gradients: the dense layers' pre-activations', each convolution's outputs'.
-    d: Handle,
-    gradients: Vec<Handle>,
-    sums: Handle,
-    /// Images counted into `sums`.
+    training: Training,
+    /// The step's dispatches, the same every step.
+    dispatches: Vec<Dispatch>,
+    /// Images counted into the sums.
     counted: usize,
     /// Adam steps taken (burn's `time`).
     time: usize,
@@ -392,12 +431,23 @@ impl FusedStep {
             .iter()
             .map(|c| gpu.empty(rows * c.side * c.side * c.outputs * size_of::<f32>()))
             .collect();
-        Ok(Self {
+        let partials = v
+            .convs
+            .iter()
+            .map(|c| gpu.empty(c.slices() * c.weight_groups() * WEIGHT_SUMS * 16))
+            .collect();
+        let training = Training {
             gradients,
+            partials,
             moment_1: gpu.upload(&v.to_device(&moments.first)),
             moment_2: gpu.upload(&v.to_device(&moments.second)),
             d: gpu.empty(v.layout.activations * size_of::<f32>()),
+            losses: gpu.empty(rows * 2 * size_of::<f32>()),
             sums: gpu.upload(&[0f32; 2]),
+        };
+        Ok(Self {
+            dispatches: training_dispatches(v),
+            training,
             counted: 0,
             time: moments.time,
             params_meta,
@@ -410,7 +460,7 @@ impl FusedStep {
     /// Starts an epoch's running sums from `sums` over `count` images (zero, or where an
     /// interrupted epoch stood).
     pub fn start_epoch(&mut self, sums: [f32; 2], count: usize) {
-        self.sums = self.net.gpu.upload(&sums);
+        self.training.sums = self.net.gpu.upload(&sums);
         self.counted = count;
     }
 
@@ -431,7 +481,13 @@ impl FusedStep {
     /// moved by `shift` when given, at learning rate `lr`, with the hidden dense layers'
     /// dropout factors `masks` (one `[batch, width]` row-major vector per hidden layer; none
     /// without dropout).
-    pub fn step(&mut self, indices: &[u32], shift: Option<Shift>, lr: f64, masks: &[Vec<f32>]) {
+    pub fn step(
+        &mut self,
+        indices: &[u32],
+        shift: Option<Shift>,
+        lr: f64,
+        masks: &[Vec<f32>],
+    ) -> Result<(), FusedError> {
         let net = &self.net;
         let v = net.variant.clone();
         let l = &v.layout;
@@ -469,51 +525,9 @@ impl FusedStep {
             }
         }
         let step = net.gpu.upload(&words);
-        let (params, m, v2) = (&net.params, &self.moment_1, &self.moment_2);
-        net.forward(&step);
-        let buffers = [
-            &net.labels,
-            &step,
-            params,
-            m,
-            v2,
-            &net.z,
-            &self.d,
-            &self.sums,
-        ];
-        net.launch(Kernel::Head, HEAD_WORKGROUP, 1, &buffers);
-        let quads = l.widths[0] / 4;
-        let gradient = |c: usize| &self.gradients[c];
-        if let (Some(top), Some(last)) = (net.convs.last(), self.gradients.last()) {
-            let buffers = [params, &self.d, &net.x, &top.winners, last];
-            net.launch_over(Kernel::FeaturesGrad, rows / 4 * quads, &buffers);
-        }
-        let buffers = [&step, params, m, v2, &net.x, &self.d];
-        net.launch_over(Kernel::DenseUpdate, v.unit_groups() * quads, &buffers);
-        for (c, conv) in v.convs.iter().enumerate().rev() {
-            if c > 0 {
-                let below = &net.convs[c - 1];
-                let blocks = conv.side.div_ceil(2);
-                let items = rows * blocks * blocks * conv.inputs / 4;
-                let buffers = [
-                    params,
-                    gradient(c),
-                    &below.pooled,
-                    &below.winners,
-                    gradient(c - 1),
-                ];
-                net.launch_over(Kernel::ConvData(c), items, &buffers);
-            }
-            let source = if c == 0 {
-                &net.image
-            } else {
-                &net.convs[c - 1].pooled
-            };
-            let groups = conv.inputs / 4 * 3 * conv.outputs / 8;
-            let buffers = [&step, params, m, v2, gradient(c), source];
-            net.launch(Kernel::ConvWeights(c), WEIGHTS_WORKGROUP, groups, &buffers);
-        }
+        net.run(&self.dispatches, &step, Some(&self.training))?;
         self.counted += indices.len();
+        Ok(())
     }
 
     /// Writes the device's weights into `model` (keeping its parameter ids) and returns burn's
@@ -527,8 +541,8 @@ impl FusedStep {
         let values = v.to_burn(&gpu.read_f32(&self.net.params)?);
         let moments = Moments {
             time: self.time,
-            first: v.to_burn(&gpu.read_f32(&self.moment_1)?),
-            second: v.to_burn(&gpu.read_f32(&self.moment_2)?),
+            first: v.to_burn(&gpu.read_f32(&self.training.moment_1)?),
+            second: v.to_burn(&gpu.read_f32(&self.training.moment_2)?),
         };
         *model = set_flat_parameters(model.clone(), &values);
         moments.into_optimizer(config, &self.params_meta)
@@ -558,6 +572,19 @@ enum Buffer {
     Labels,
     /// Each row's loss, hit and prediction.
     Results,
+    /// Adam's first and second moments (training).
+    Moment1,
+    Moment2,
+    /// The dense layers' loss gradients (training).
+    D,
+    /// Each row's loss and hit (training).
+    Losses,
+    /// The epoch's running sums (training).
+    Sums,
+    /// Convolution `c`'s output gradient (training).
+    Gradient(usize),
+    /// Convolution `c`'s weight gradient sums by slice (training).
+    Partials(usize),
 }
 
 /// Words (4 bytes) of the scratch buffers of `v` (0 for those that come from elsewhere).
@@ -577,6 +604,14 @@ fn buffer_words(v: &Variant, b: Buffer) -> usize {
         Buffer::Images(_) => v.count.min(v.images.chunk) * v.images.words,
         Buffer::Labels => v.count,
         Buffer::Step | Buffer::Image => 0,
+        // The training step's own (never handed to a page).
+        Buffer::Moment1
+        | Buffer::Moment2
+        | Buffer::D
+        | Buffer::Losses
+        | Buffer::Sums
+        | Buffer::Gradient(_)
+        | Buffer::Partials(_) => 0,
     }
 }
 
@@ -643,11 +678,11 @@ fn forward_dispatches(v: &Variant) -> Vec<Dispatch> {
 }
 
 /// The evaluation's last dispatch: the later dense layers, each row's loss and prediction.
-fn eval_dispatch() -> Dispatch {
+fn eval_dispatch(v: &Variant) -> Dispatch {
     Dispatch {
         kernel: Kernel::Eval,
         workgroup: HEAD_WORKGROUP,
-        groups: 1,
+        groups: v.layout.rows / BLOCK,
         buffers: vec![
             Buffer::Labels,
             Buffer::Step,
@@ -656,6 +691,83 @@ fn eval_dispatch() -> Dispatch {
             Buffer::Results,
         ],
     }
+}
+
+/// A training step, as dispatches: the forward pass, the head, the gradients, the first
+/// dense layer's update, and for the CNN the gradients down through the convolutions.
+fn training_dispatches(v: &Variant) -> Vec<Dispatch> {
+    use Buffer::{D, Losses, Moment1, Moment2, Params, Step, X, Z};
+    let rows = v.layout.rows;
+    let over = |kernel, workgroup: u32, items: usize, buffers| Dispatch {
+        kernel,
+        workgroup,
+        groups: items.div_ceil(workgroup as usize),
+        buffers,
+    };
+    let mut dispatches = forward_dispatches(v);
+    dispatches.push(Dispatch {
+        kernel: Kernel::Head,
+        workgroup: HEAD_WORKGROUP,
+        groups: rows / BLOCK,
+        buffers: vec![Buffer::Labels, Step, Params, Z, D, Losses],
+    });
+    let items = v.gradient_items();
+    let buffers = vec![Step, Params, Moment1, Moment2, Z, D, Losses, Buffer::Sums];
+    dispatches.push(over(Kernel::Gradients, spread(items), items, buffers));
+    let quads = v.layout.widths[0] / 4;
+    if let Some(top) = v.convs.len().checked_sub(1) {
+        let buffers = vec![Params, D, X, Buffer::Winners(top), Buffer::Gradient(top)];
+        dispatches.push(over(
+            Kernel::FeaturesGrad,
+            WORKGROUP,
+            rows / 4 * quads,
+            buffers,
+        ));
+    }
+    let items = v.update_items();
+    let buffers = vec![Step, Params, Moment1, Moment2, X, D];
+    dispatches.push(over(Kernel::DenseUpdate, spread(items), items, buffers));
+    for (c, conv) in v.convs.iter().enumerate().rev() {
+        if c > 0 {
+            let blocks = conv.side.div_ceil(2);
+            let items = rows * blocks * blocks * conv.inputs / 4;
+            let buffers = vec![
+                Params,
+                Buffer::Gradient(c),
+                Buffer::Pooled(c - 1),
+                Buffer::Winners(c - 1),
+                Buffer::Gradient(c - 1),
+            ];
+            dispatches.push(over(Kernel::ConvData(c), WORKGROUP, items, buffers));
+        }
+        let source = if c == 0 {
+            Buffer::Image
+        } else {
+            Buffer::Pooled(c - 1)
+        };
+        let sliced = conv.slices() > 1;
+        let mut buffers = vec![Step, Params, Moment1, Moment2, Buffer::Gradient(c), source];
+        if sliced {
+            buffers.push(Buffer::Partials(c));
+        }
+        dispatches.push(Dispatch {
+            kernel: Kernel::ConvWeights(c),
+            workgroup: WEIGHTS_WORKGROUP,
+            groups: conv.weight_groups() * conv.slices(),
+            buffers,
+        });
+        if sliced {
+            let items = conv.sum_items();
+            let buffers = vec![Step, Params, Moment1, Moment2, Buffer::Partials(c)];
+            dispatches.push(over(
+                Kernel::ConvWeightsSum(c),
+                spread(items),
+                items,
+                buffers,
+            ));
+        }
+    }
+    dispatches
 }
 
 /// The step buffer of `v` for the images `indices` (the rest of the rows padding), each
@@ -729,7 +841,7 @@ pub fn web_program(model: &Model, shape: ImageShape) -> Result<WebProgram, Strin
         return Err(format!("a hidden layer of {w} units"));
     }
     let mut dispatches = forward_dispatches(&variant);
-    dispatches.push(eval_dispatch());
+    dispatches.push(eval_dispatch(&variant));
     let step = step_words(&variant, [0; ROWS_AT], &[0], None);
     let variant = Arc::new(variant);
     let mut roles: Vec<Buffer> = Vec::new();
@@ -828,13 +940,13 @@ pub fn evaluate(model: &Model, data: &Resident) -> Result<(Metrics, Vec<u8>), Fu
     let net = Net::new(variant, &values, data)?;
     let rows = net.variant.layout.rows;
     let mut dispatches = forward_dispatches(&net.variant);
-    dispatches.push(eval_dispatch());
+    dispatches.push(eval_dispatch(&net.variant));
     let (mut loss, mut correct) = (0f64, 0f64);
     let mut predicted = Vec::with_capacity(data.len());
     let order: Vec<u32> = (0..data.len() as u32).collect();
     for chunk in order.chunks(rows) {
         let step = net.gpu.upload(&net.step_words([0; ROWS_AT], chunk, None));
-        net.run(&dispatches, &step);
+        net.run(&dispatches, &step, None)?;
         let words = net.gpu.read_u32(&net.results)?;
         for row in words.chunks(3).take(chunk.len()) {
             loss += f64::from(f32::from_bits(row[0]));
@@ -853,7 +965,7 @@ pub fn evaluate(model: &Model, data: &Resident) -> Result<(Metrics, Vec<u8>), Fu
 
 impl RunningSums for FusedStep {
     fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
-        match self.net.gpu.read_f32(&self.sums)?[..] {
+        match self.net.gpu.read_f32(&self.training.sums)?[..] {
             [loss, correct] => Ok(([loss, correct], self.counted)),
             ref other => Err(ReadError::new(format!(
                 "expected 2 sums, got {}",

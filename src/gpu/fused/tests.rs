@@ -306,15 +306,15 @@ impl Observer for PerStep {
 
 /// The article's MLP trains in a few kernel launches a step, at batch 32 and 256, whatever the
 /// step: a regression that puts burn's generic step (about fifty even with fusion) or extra
-/// kernels back fails here. The target is 12; the fused step launches 3. The CNN's
-/// fused step launches 13 (burn's generic one about 120).
+/// kernels back fails here. The target is 12; the fused step launches 4. The CNN's
+/// fused step launches 15 (burn's generic one about 120).
 #[test]
 fn a_fused_training_step_takes_a_few_dispatches() {
     let Some(device) = wgpu() else { return };
     for (model, batch_size, bound) in [
-        (Architecture::Mlp, 32, 3.0),
-        (Architecture::Mlp, 256, 3.0),
-        (Architecture::Cnn, 32, 13.0),
+        (Architecture::Mlp, 32, 4.0),
+        (Architecture::Mlp, 256, 4.0),
+        (Architecture::Cnn, 32, 15.0),
     ] {
         let config = TrainConfig {
             model,
@@ -480,4 +480,45 @@ fn the_fused_step_runs_within_webgpus_default_limits() {
         why,
         "its DenseForward kernel needs 16384 bytes of workgroup memory, this adapter has 8192"
     );
+}
+
+/// A training step's dispatches spread over a GPU: at a batch of 256 every dispatch of the
+/// article's MLP, a 256-unit MLP and the CNN has at least [`WIDE`](super::layout::WIDE)
+/// workgroups (a workgroup runs on one compute unit), but the sum of the first convolution's
+/// weight-gradient slices, a few additions per invocation. Prints the README's table of
+/// workgroups per dispatch (`cargo test --release workgroups -- --nocapture`).
+#[test]
+fn every_dispatch_of_a_training_step_spreads_over_a_gpus_compute_units() {
+    use super::layout::{Kernel, Variant, WIDE};
+    let device = Device::flex();
+    let mnist = crate::data::DataInfo::mnist();
+    let images = crate::gpu::gather::ImageLayout::of(mnist.shape, 60_000).unwrap();
+    let networks = [
+        ("MLP [30, 10]", Architecture::Mlp, vec![30, 10]),
+        ("MLP [256]", Architecture::Mlp, vec![256]),
+        ("CNN", Architecture::Cnn, vec![]),
+    ];
+    println!("| network | dispatch | batch 32 | batch 256 |");
+    println!("|---|---|---|---|");
+    for (name, architecture, hidden) in networks {
+        let model = Model::new(architecture, &hidden, &mnist, 42, &device).unwrap();
+        let meta = super::state::param_meta(&model);
+        let steps = [32, 256].map(|batch| {
+            let v = Variant::new(&meta, batch, 60_000, false, images).unwrap();
+            super::training_dispatches(&v)
+        });
+        assert_eq!(steps[0].len(), steps[1].len());
+        for (small, large) in steps[0].iter().zip(&steps[1]) {
+            let kernel = format!("{:?}", large.kernel);
+            println!(
+                "| {name} | {kernel} | {} × {} | {} × {} |",
+                small.groups, small.workgroup, large.groups, large.workgroup
+            );
+            assert!(
+                large.groups >= WIDE || matches!(large.kernel, Kernel::ConvWeightsSum(_)),
+                "{name}: {kernel} runs in {} workgroups at batch 256",
+                large.groups
+            );
+        }
+    }
 }
