@@ -9,8 +9,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use burn::tensor::Device;
-use burn::tensor::DeviceKind;
-use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::wgpu::{WgpuBackend, WgpuSetup, wgpu};
 use tracing::{info, warn};
 
 pub mod read;
@@ -102,6 +101,9 @@ pub struct DeviceChoice {
     pub api: WgpuApi,
     /// For wgpu: which adapter (`--device`).
     pub index: Option<usize>,
+    /// The adapter came from `$TRAINER_WGPU_DEVICE`, not `--device`: it applies to wgpu runs
+    /// and is ignored by the CPU backends (`--device` with them is an error).
+    pub index_from_env: bool,
 }
 
 impl DeviceChoice {
@@ -109,10 +111,12 @@ impl DeviceChoice {
     /// last ran on), else the default; `batched` when the run asks for the fused step (see
     /// [`DeviceRequest::batched`]).
     pub fn request(&self, recorded: Option<BackendKind>, batched: bool) -> DeviceRequest {
+        let backend = self.backend.or(recorded).unwrap_or_default();
+        let ignored = self.index_from_env && backend != BackendKind::Wgpu;
         DeviceRequest {
-            backend: self.backend.or(recorded).unwrap_or_default(),
+            backend,
             api: self.api,
-            index: self.index,
+            index: if ignored { None } else { self.index },
             batched,
         }
     }
@@ -294,18 +298,38 @@ fn enumerate(backend: wgpu::Backend) -> Vec<Adapter> {
         .collect()
 }
 
-/// Maps the `index`-th adapter of a list (given by the adapters' types) to burn's numbering,
-/// which counts each adapter type from zero.
-fn device_kind(types: &[wgpu::DeviceType], index: usize) -> DeviceKind {
-    let ty = types[index];
-    let nth = types[..index].iter().filter(|t| **t == ty).count();
-    match ty {
-        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(nth),
-        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(nth),
-        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(nth),
-        wgpu::DeviceType::Cpu => DeviceKind::Cpu,
-        wgpu::DeviceType::Other => DeviceKind::DefaultDevice,
-    }
+/// The `index`-th adapter of `backend` (as [`adapters`] lists them) with a device opened on it
+/// the way cubecl opens its own: every limit and feature the adapter has (but mappable
+/// primary buffers), memory hints for low usage. burn's device kinds cannot name the second
+/// of two adapters of one type (two CPU drivers, two integrated GPUs on some APIs), so an
+/// adapter asked for by number is opened here and handed to burn.
+fn open_adapter(backend: wgpu::Backend, index: usize) -> Result<WgpuSetup, String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = pollster_block_on(instance.enumerate_adapters(backend.into()))
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| format!("adapter {index} went away"))?;
+    let descriptor = wgpu::DeviceDescriptor {
+        label: Some("trainer"),
+        required_features: adapter
+            .features()
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        memory_hints: wgpu::MemoryHints::MemoryUsage,
+        ..wgpu::DeviceDescriptor::default()
+    };
+    let (device, queue) =
+        pollster_block_on(adapter.request_device(&descriptor)).map_err(|e| e.to_string())?;
+    Ok(WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend,
+    })
 }
 
 /// Kernel launches and uploads a batched wgpu device gathers into one submission to the GPU.
@@ -334,27 +358,37 @@ fn init_wgpu(
         api: api_name.clone(),
         reason,
     };
-    let mut options = Device::wgpu_options().graphics_api(api.burn());
+    let mut options = Device::wgpu_options();
     // CUBECL_WGPU_MAX_TASKS, when set, still decides.
     if batched && std::env::var_os("CUBECL_WGPU_MAX_TASKS").is_none() {
         options = options.tasks_max(WGPU_TASKS_PER_SUBMISSION);
     }
-    if let Some(index) = index {
-        let (backend, found) = adapters(api);
-        if index >= found.len() {
-            return Err(BackendError::NoSuchDevice {
-                index,
-                count: found.len(),
-                api: format!("{backend:?}"),
-            });
+    let (device, info) = match index {
+        Some(index) => {
+            let (backend, found) = adapters(api);
+            if index >= found.len() {
+                return Err(BackendError::NoSuchDevice {
+                    index,
+                    count: found.len(),
+                    api: format!("{backend:?}"),
+                });
+            }
+            let setup = open_adapter(backend, index).map_err(no_adapter)?;
+            let info = setup.adapter.get_info();
+            let device = options
+                .setup(setup)
+                .init()
+                .map_err(|e| no_adapter(e.to_string()))?;
+            (device, info)
         }
-        let types: Vec<_> = found.iter().map(|a| a.info.device_type).collect();
-        options = options.device_kind(device_kind(&types, index));
-    }
-    let (device, setup) = options
-        .init_with_setup()
-        .map_err(|e| no_adapter(e.to_string()))?;
-    let info = setup.adapter.get_info();
+        None => {
+            let (device, setup) = options
+                .graphics_api(api.burn())
+                .init_with_setup()
+                .map_err(|e| no_adapter(e.to_string()))?;
+            (device, setup.adapter.get_info())
+        }
+    };
     let ready = ReadyDevice {
         device,
         info: DeviceInfo {
@@ -388,16 +422,6 @@ fn pollster_block_on<F: std::future::Future>(future: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn device_index_maps_to_per_type_numbering() {
-        use wgpu::DeviceType::*;
-        let list = [IntegratedGpu, DiscreteGpu, Cpu, DiscreteGpu];
-        assert_eq!(device_kind(&list, 0), DeviceKind::IntegratedGpu(0));
-        assert_eq!(device_kind(&list, 1), DeviceKind::DiscreteGpu(0));
-        assert_eq!(device_kind(&list, 2), DeviceKind::Cpu);
-        assert_eq!(device_kind(&list, 3), DeviceKind::DiscreteGpu(1));
-    }
 
     #[test]
     fn device_index_needs_wgpu() {

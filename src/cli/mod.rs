@@ -151,8 +151,8 @@ pub struct DeviceArgs {
     #[arg(long, value_enum, default_value_t = WgpuApi::Auto, env = "TRAINER_WGPU_API")]
     pub wgpu_api: WgpuApi,
 
-    /// GPU adapter for --backend wgpu, by its number in --list-devices [default: wgpu's pick, a high-performance GPU first]
-    #[arg(long, value_name = "N")]
+    /// GPU adapter for --backend wgpu, by its number in --list-devices (the variable is ignored by the CPU backends) [default: wgpu's pick, a high-performance GPU first]
+    #[arg(long, value_name = "N", env = "TRAINER_WGPU_DEVICE")]
     pub device: Option<usize>,
 }
 

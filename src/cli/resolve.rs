@@ -41,20 +41,16 @@ pub enum ResolveError {
 pub fn resolve(matches: &clap::ArgMatches, argv: &[String]) -> Result<Invocation, ResolveError> {
     check_flag_placement(matches)?;
     let cli = Cli::from_arg_matches(matches)?;
+    // The command's own flags: the subcommand's, or the top level's for `trainer [FLAGS]`.
+    let own = matches.subcommand().map_or(matches, |(_, sub)| sub);
     let mut log = cli.log.clone();
     let plan = match cli.command {
-        None => train_plan(&cli.train, given_flags(matches), argv),
-        Some(Command::Train(args)) => {
-            let given = matches
-                .subcommand()
-                .map(|(_, sub)| given_flags(sub))
-                .unwrap_or_default();
-            train_plan(&args, given, argv)
-        }
+        None => train_plan(&cli.train, given_flags(own), own, argv),
+        Some(Command::Train(args)) => train_plan(&args, given_flags(own), own, argv),
         Some(Command::Evaluate(args)) => Plan::Evaluate(EvaluatePlan {
             model: RunDir::model_file(&args.model, args.best),
             data: data_request(&args.data),
-            device: choice(&args.device),
+            device: choice(&args.device, own),
             test_limit: args.test_limit,
             test_size: args.test_size,
             json: args.json,
@@ -63,7 +59,7 @@ pub fn resolve(matches: &clap::ArgMatches, argv: &[String]) -> Result<Invocation
         Some(Command::Predict(args)) => Plan::Predict(PredictPlan {
             model: RunDir::model_file(&args.model, args.best),
             images: args.images,
-            device: choice(&args.device),
+            device: choice(&args.device, own),
             top: usize::from(args.top),
             json: args.json,
         }),
@@ -105,18 +101,26 @@ fn data_request(args: &DataArgs) -> DataRequest {
     }
 }
 
-/// The device the flags ask for.
-fn choice(args: &DeviceArgs) -> DeviceChoice {
+/// The device the flags ask for; `matches` are the command's, to tell `--device` from
+/// `$TRAINER_WGPU_DEVICE`.
+fn choice(args: &DeviceArgs, matches: &clap::ArgMatches) -> DeviceChoice {
     DeviceChoice {
         backend: args.backend,
         api: args.wgpu_api,
         index: args.device,
+        index_from_env: matches.try_contains_id("device").unwrap_or(false)
+            && matches.value_source("device") == Some(clap::parser::ValueSource::EnvVariable),
     }
 }
 
 /// The plan of `trainer train` (or of the flags after a sweep's `--`): `given` are the
 /// training flags written on the command line.
-fn train_plan(args: &TrainArgs, given: BTreeSet<String>, argv: &[String]) -> Plan {
+fn train_plan(
+    args: &TrainArgs,
+    given: BTreeSet<String>,
+    matches: &clap::ArgMatches,
+    argv: &[String],
+) -> Plan {
     if args.list_devices {
         return Plan::ListDevices(args.device.wgpu_api);
     }
@@ -128,7 +132,7 @@ fn train_plan(args: &TrainArgs, given: BTreeSet<String>, argv: &[String]) -> Pla
         recipe: recipe(args, &given),
         given,
         init_from: args.init_from.clone(),
-        device: choice(&args.device),
+        device: choice(&args.device, matches),
         data: data_request(&args.data),
         expected_data: None,
         feed: Feed {
@@ -263,7 +267,7 @@ fn sweep_common(
         )));
     }
     let common = Common::from_arg_matches(&matches).map_err(first_line)?;
-    let Plan::Train(plan) = train_plan(&common.train, given, argv) else {
+    let Plan::Train(plan) = train_plan(&common.train, given, &matches, argv) else {
         return Err(SweepFlagsError(
             "--list-devices is not a training flag for a sweep".into(),
         ));

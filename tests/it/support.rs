@@ -70,7 +70,7 @@ pub fn wgpu() -> Option<burn::tensor::Device> {
     let request = DeviceRequest {
         backend: BackendKind::Wgpu,
         api: wgpu_api(),
-        index: None,
+        index: wgpu_device(),
         batched: true,
     };
     match trainer::backend::init(request) {
@@ -92,6 +92,18 @@ pub fn wgpu_api() -> trainer::backend::WgpuApi {
             .unwrap_or_else(|e| panic!("TRAINER_WGPU_API={name}: {e}")),
         Err(_) => trainer::backend::WgpuApi::Vulkan,
     }
+}
+
+/// The adapter the wgpu tests run on: `$TRAINER_WGPU_DEVICE`, its number in `trainer
+/// --list-devices` for the tests' API (what `--device` takes, and the binary reads the same
+/// variable); wgpu's pick by default.
+pub fn wgpu_device() -> Option<usize> {
+    let value = std::env::var("TRAINER_WGPU_DEVICE").ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("TRAINER_WGPU_DEVICE={value}: {e}")),
+    )
 }
 
 /// A reader that never ends (zeros), counting the bytes read from it: for checking that a

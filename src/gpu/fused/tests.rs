@@ -376,13 +376,22 @@ fn baseline_device() -> Device {
         WgpuApi::Dx12 => wgpu::Backends::DX12,
         WgpuApi::Auto => wgpu::Backends::PRIMARY,
     };
+    let descriptor_backends = descriptor.backends;
     let instance = wgpu::Instance::new(descriptor);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let adapter = runtime
-        .block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .unwrap();
+    // The adapter the other wgpu tests take: `$TRAINER_WGPU_DEVICE`, or wgpu's pick.
+    let adapter = match crate::test_support::wgpu_device() {
+        Some(index) => runtime
+            .block_on(instance.enumerate_adapters(descriptor_backends))
+            .into_iter()
+            .nth(index)
+            .unwrap_or_else(|| panic!("TRAINER_WGPU_DEVICE={index}: no such adapter")),
+        None => runtime
+            .block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap(),
+    };
     let (device, queue) = runtime
         .block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("WebGPU's default limits"),
