@@ -50,6 +50,8 @@ fn on_driver(icd: &Path, out: &Path, args: &[&str]) -> Output {
         .args(args)
         .args(["--log-format", "json"])
         .env("VK_ICD_FILENAMES", icd)
+        // The driver's only adapter, whatever the caller chose for the other tests.
+        .env_remove("TRAINER_WGPU_DEVICE")
         .env("TRAINER_DATA_DIR", data_dir());
     run(&mut cmd)
 }
@@ -228,4 +230,99 @@ fn the_wgpu_runs_are_clean_under_the_validation_layer() {
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Lavapipe's ICD file (Mesa's Vulkan on the CPU), or `None` (said) where it is not installed
+/// and wgpu is not required.
+fn lavapipe() -> Option<PathBuf> {
+    let found = std::fs::read_dir("/usr/share/vulkan/icd.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("lvp_icd"))
+        });
+    if found.is_none() {
+        missing(
+            "no lavapipe Vulkan ICD (Debian's mesa-vulkan-drivers)",
+            "TRAINER_REQUIRE_WGPU",
+        );
+    }
+    found
+}
+
+/// `scripts/gpu_check`, as a person with a GPU runs it (here `--quick`, one fused test), on
+/// the two software drivers at once: one report with both adapters, each passing the fused
+/// test, wgpu = flex for the MLP and the CNN with the adapter named by the run's own log,
+/// and the benchmark's dispatches per step (4 for the MLP, 15 for the CNN).
+#[test]
+fn gpu_check_reports_on_every_adapter() {
+    let (Some(swiftshader), Some(lavapipe)) = (swiftshader(), lavapipe()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report.md");
+    let binary = crate::support::trainer_binary();
+    // The tests gpu_check runs are built in the target directory this test runs from.
+    let target = binary
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} has no target directory", binary.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = std::process::Command::new(root.join("scripts/gpu_check"));
+    cmd.args([
+        "--api",
+        "vulkan",
+        "--quick",
+        "--tests",
+        "gpu::fused::tests::a_fused_training_step_takes_a_few_dispatches",
+        "--trainer",
+    ])
+    .arg(&binary)
+    .arg("--data-dir")
+    .arg(data_dir())
+    .arg("--out")
+    .arg(&report)
+    .current_dir(tmp.path())
+    .env(
+        "VK_ICD_FILENAMES",
+        format!("{}:{}", swiftshader.display(), lavapipe.display()),
+    )
+    .env("CARGO_TARGET_DIR", target)
+    .env("XDG_RUNTIME_DIR", "/tmp")
+    .env_remove("TRAINER_WGPU_DEVICE");
+    let started = std::time::Instant::now();
+    let out = run(&mut cmd);
+    let text_of = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "gpu_check failed: {}\n{text_of}",
+        text(&out.stderr)
+    );
+    eprintln!("gpu_check on two adapters: {:.0?}", started.elapsed());
+    let sections: Vec<&str> = text_of.split("\n## Adapter ").skip(1).collect();
+    assert_eq!(sections.len(), 2, "{text_of}");
+    for (section, driver) in sections.iter().zip(["SwiftShader", "llvmpipe"]) {
+        assert!(section.contains(driver), "{section}");
+        assert!(section.contains("**1 passed**"), "{section}");
+        assert!(
+            section.contains(&format!("adapter the run logged: {driver}")),
+            "{section}"
+        );
+        assert_eq!(
+            section.matches("**within the bounds**").count(),
+            2,
+            "{section}"
+        );
+        assert!(section.contains("4 dispatches/step"), "{section}");
+        assert!(section.contains("15 dispatches/step"), "{section}");
+    }
+    assert_eq!(
+        text_of.matches("| pass | pass | pass |").count(),
+        2,
+        "{text_of}"
+    );
 }
