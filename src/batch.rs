@@ -86,31 +86,7 @@ pub fn make_batch(
     let mut weights = vec![0f32; batch_size];
     for (row, &i) in indices.iter().enumerate() {
         let i = i as usize;
-        let dst = &mut pixels[row * size..(row + 1) * size];
-        let src = split.image(i);
-        match shift.map(|s| s.of(i)) {
-            None | Some((0, 0)) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = f32::from(s) / 255.0;
-                }
-            }
-            Some((dx, dy)) => {
-                let (h, w) = (shape.height as isize, shape.width as isize);
-                let plane = (h * w) as usize;
-                for c in 0..shape.channels {
-                    let (dst, src) = (&mut dst[c * plane..], &src[c * plane..]);
-                    for y in 0..h {
-                        for x in 0..w {
-                            let (sx, sy) = (x - dx, y - dy);
-                            if (0..w).contains(&sx) && (0..h).contains(&sy) {
-                                dst[(y * w + x) as usize] =
-                                    f32::from(src[(sy * w + sx) as usize]) / 255.0;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        fill_pixels(split, i, shift, &mut pixels[row * size..(row + 1) * size]);
         labels[row] = i64::from(split.labels()[i]);
         weights[row] = 1.0;
     }
@@ -119,6 +95,37 @@ pub fn make_batch(
         labels: Tensor::from_data(TensorData::new(labels, [batch_size]), device),
         weights: Tensor::from_data(TensorData::new(weights, [batch_size]), device),
         real: indices.len(),
+    }
+}
+
+/// Image `i` of `split`, moved by `shift` when given (the gap black), scaled to [0, 1] into
+/// `dst` (its pixels' length).
+pub fn fill_pixels(split: &Split, i: usize, shift: Option<Shift>, dst: &mut [f32]) {
+    let shape = split.shape;
+    let src = split.image(i);
+    match shift.map(|s| s.of(i)) {
+        None | Some((0, 0)) => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = f32::from(s) / 255.0;
+            }
+        }
+        Some((dx, dy)) => {
+            dst.fill(0.0);
+            let (h, w) = (shape.height as isize, shape.width as isize);
+            let plane = (h * w) as usize;
+            for c in 0..shape.channels {
+                let (dst, src) = (&mut dst[c * plane..], &src[c * plane..]);
+                for y in 0..h {
+                    for x in 0..w {
+                        let (sx, sy) = (x - dx, y - dy);
+                        if (0..w).contains(&sx) && (0..h).contains(&sy) {
+                            dst[(y * w + x) as usize] =
+                                f32::from(src[(sy * w + sx) as usize]) / 255.0;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

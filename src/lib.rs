@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 mod conv_block;
+mod cpu;
 pub mod data;
 mod files;
 mod gpu;

@@ -246,6 +246,51 @@ pub(crate) const ADAM_EPSILON: f32 = 1e-7;
 pub(crate) const ADAM_BETA1: f32 = 0.9;
 pub(crate) const ADAM_BETA2: f32 = 0.999;
 
+/// One Adam step's factors, as burn's Adam and AdamW compute them (burn-optim adam.rs,
+/// adamw.rs): the bias corrections in f32 from the step count, the decay factor in f64 applied
+/// as an f32 scalar. The fused steps (`shaders/mlp_adam.wgsl`, the CPU's) apply them in
+/// burn's order of operations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdamStep {
+    /// The learning rate.
+    pub lr: f32,
+    /// `sqrt(1 - β2^t) / (1 - β1^t)`.
+    pub correction: f32,
+    /// `ε · sqrt(1 - β2^t)`.
+    pub epsilon: f32,
+    /// `1 - lr · weight decay` (1 without decay).
+    pub decay: f32,
+}
+
+impl AdamStep {
+    /// The factors of step `time` (counted from 1) at learning rate `lr` with `weight_decay`.
+    pub fn new(time: usize, lr: f64, weight_decay: f64) -> Self {
+        let t = time as i32;
+        let correction2 = (1.0 - ADAM_BETA2.powi(t)).sqrt();
+        Self {
+            lr: lr as f32,
+            correction: correction2 / (1.0 - ADAM_BETA1.powi(t)),
+            epsilon: ADAM_EPSILON * correction2,
+            decay: if weight_decay > 0.0 {
+                (1.0 - lr * weight_decay) as f32
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Parameter `p` and its moments `m`, `v` after a step with gradient `g`.
+    #[inline(always)]
+    pub fn apply(&self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        let m1 = *m * ADAM_BETA1 + g * (1.0 - ADAM_BETA1);
+        let m2 = *v * ADAM_BETA2 + (g * g) * (1.0 - ADAM_BETA2);
+        *m = m1;
+        *v = m2;
+        let update = (m1 * self.correction) / (m2.sqrt() + self.epsilon);
+        *p = *p * self.decay - update * self.lr;
+    }
+}
+
 /// A fresh optimizer for `config`: Adam with Keras' β1, β2 and ε, or AdamW with the same
 /// and `config.weight_decay` when that is set.
 pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {

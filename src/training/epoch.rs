@@ -7,7 +7,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::Feed;
 use super::{Observer, TrainError};
 use crate::batch::{Batch, Shift};
-use crate::gpu::fused::FusedStep;
 use crate::loader::{Assembler, Loader, LoaderError};
 use crate::metrics::{Accumulator, weighted_correct, weighted_nll_sum, weighted_uniform_ce_sum};
 use crate::recipe::TrainConfig;
@@ -36,7 +35,7 @@ impl EpochPlan<'_> {
         rest: Vec<u32>,
         mut step: usize,
         session: &mut Session,
-        fused: Option<&mut FusedStep>,
+        fused: Option<&mut super::Fused>,
         generic_sums: &mut Accumulator,
         observer: &mut (dyn Observer + Send),
     ) -> Result<(usize, bool), TrainError> {

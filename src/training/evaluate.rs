@@ -64,6 +64,14 @@ fn evaluate_flushed(
     {
         return Ok(crate::gpu::fused::evaluate(model, resident)?);
     }
+    // The fused CPU step's forward pass, on flex.
+    if feed.step == StepMethod::Fused
+        && let Assembler::Host { split, device } = data
+        && crate::cpu::fused::on_flex(device)
+        && crate::cpu::fused::fits(model, split.shape.pixels()).is_ok()
+    {
+        return Ok(crate::cpu::fused::evaluate(model, split, EVAL_BATCH)?);
+    }
     let prefetch = feed.prefetch;
     let mut sums = Accumulator::default();
     let mut predicted = Vec::with_capacity(data.len());

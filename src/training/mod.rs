@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::backend::read::ReadError;
 use crate::backend::with_subnormals_flushed;
+use crate::cpu::fused::CpuStep;
 use crate::data::{Data, DataError, Split};
 use crate::gpu::fused::{FusedError, FusedStep};
 use crate::gpu::gather::GatherMethod;
@@ -108,7 +109,22 @@ pub fn decide_step(
         step: StepMethod::Generic,
         ..*feed
     };
-    if feed.step != StepMethod::Fused || Gpu::of(device).is_none() {
+    if feed.step != StepMethod::Fused {
+        return generic;
+    }
+    if crate::cpu::fused::on_flex(device) {
+        return match crate::cpu::fused::fits(model, train.shape.pixels()) {
+            Ok(()) => {
+                debug!(model = %config.model, "fused CPU training step");
+                *feed
+            }
+            Err(why) => {
+                info!(reason = %why, "burn's generic training step");
+                generic
+            }
+        };
+    }
+    if Gpu::of(device).is_none() {
         return generic;
     }
     let gather_kernel = feed.gather == GatherMethod::Kernel;
@@ -399,7 +415,7 @@ fn feeds(
     device: &Device,
     feed: &Feed,
     session: &mut Session,
-) -> Result<(Assembler, Assembler, Option<FusedStep>), TrainError> {
+) -> Result<(Assembler, Assembler, Option<Fused>), TrainError> {
     // burn's select cannot shift images: with --gather ops, augmented batches come from the host.
     let train_data = if config.augment > 0 && feed.gather == GatherMethod::Ops {
         Assembler::Host {
@@ -432,25 +448,88 @@ fn log_memory(epoch: usize) {
     }
 }
 
-/// The fused training step, when the run takes it ([`decide_step`] chose it).
+/// The fused training step, when the run takes it ([`decide_step`] chose it): on the GPU
+/// over the resident split, on flex over the host's.
 fn fused_step(
     config: &TrainConfig,
     feed: &Feed,
     train_data: &Assembler,
     session: &Session,
-) -> Result<Option<FusedStep>, TrainError> {
+) -> Result<Option<Fused>, TrainError> {
     if feed.step != StepMethod::Fused {
         return Ok(None);
     }
-    let Assembler::Resident(resident, _) = train_data else {
-        return Err(FusedError::NotResident.into());
-    };
-    Ok(Some(FusedStep::new(
-        &session.model,
-        &session.optimizer,
-        config,
-        resident,
-    )?))
+    let (model, optimizer) = (&session.model, &session.optimizer);
+    Ok(Some(match train_data {
+        Assembler::Resident(resident, _) => Fused::Gpu(Box::new(FusedStep::new(
+            model, optimizer, config, resident,
+        )?)),
+        Assembler::Host { split, .. } | Assembler::Shifted { split, .. } => {
+            Fused::Cpu(Box::new(CpuStep::new(model, optimizer, config, split)?))
+        }
+    }))
+}
+
+/// A run's fused training step: the GPU's (WGSL kernels) or the CPU's.
+pub(crate) enum Fused {
+    Gpu(Box<FusedStep>),
+    Cpu(Box<CpuStep>),
+}
+
+impl Fused {
+    /// Starts an epoch's running sums from `sums` over `count` images.
+    fn start_epoch(&mut self, sums: [f32; 2], count: usize) {
+        match self {
+            Self::Gpu(f) => f.start_epoch(sums, count),
+            Self::Cpu(f) => f.start_epoch(sums, count),
+        }
+    }
+
+    /// One training step (see [`FusedStep::step`]).
+    pub(crate) fn step(
+        &mut self,
+        indices: &[u32],
+        shift: Option<crate::batch::Shift>,
+        lr: f64,
+        masks: &[Vec<f32>],
+    ) -> Result<(), FusedError> {
+        match self {
+            Self::Gpu(f) => f.step(indices, shift, lr, masks),
+            Self::Cpu(f) => {
+                f.step(indices, shift, lr, masks);
+                Ok(())
+            }
+        }
+    }
+
+    /// The weights into `model`, and burn's optimizer state.
+    fn store(
+        &self,
+        model: &mut Model,
+        config: &TrainConfig,
+    ) -> Result<burn::optim::ModuleOptimizer, FusedError> {
+        match self {
+            Self::Gpu(f) => f.store(model, config),
+            Self::Cpu(f) => f.store(model, config),
+        }
+    }
+
+    /// Bytes sent to the device with each step (none for the CPU's).
+    fn upload_bytes(&self) -> usize {
+        match self {
+            Self::Gpu(f) => f.upload_bytes(),
+            Self::Cpu(_) => 0,
+        }
+    }
+}
+
+impl RunningSums for Fused {
+    fn sums(&self) -> Result<([f32; 2], usize), crate::backend::read::ReadError> {
+        match self {
+            Self::Gpu(f) => f.sums(),
+            Self::Cpu(f) => f.sums(),
+        }
+    }
 }
 
 fn log_epoch(r: &EpochRecord, epochs: usize) {

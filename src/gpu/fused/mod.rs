@@ -46,14 +46,14 @@ use crate::gpu::gather::{ImageLayout, Resident, batch_rows};
 use crate::gpu::kernels::Gpu;
 use crate::metrics::{Metrics, RunningSums};
 use crate::model::{Architecture, Model};
-use crate::recipe::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, TrainConfig};
+use crate::recipe::{AdamStep, TrainConfig};
 use layout::{
     BLOCK, HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHT_SUMS, WEIGHTS_WORKGROUP,
     WORKGROUP, spread,
 };
 pub use state::Moments;
 pub(crate) use state::ParamMeta;
-use state::{flat_parameters, param_meta, set_flat_parameters};
+pub(crate) use state::{flat_parameters, param_meta, set_flat_parameters};
 
 /// The widest hidden layer of the MLP the fused step takes: its later layers run in one
 /// workgroup, which suits the article's small network and not a wide one.
@@ -493,21 +493,12 @@ impl FusedStep {
         let l = &v.layout;
         let rows = l.rows;
         self.time += 1;
-        // burn's Adam: bias corrections in f32, from the step count (burn-optim adam.rs).
-        let t = self.time as i32;
-        let correction2 = (1.0 - ADAM_BETA2.powi(t)).sqrt();
-        let correction = correction2 / (1.0 - ADAM_BETA1.powi(t));
-        // burn's AdamW: the decay rate in f64, the factor applied as an f32 scalar.
-        let decay = if self.weight_decay > 0.0 {
-            (1.0 - lr * f64::from(self.weight_decay)) as f32
-        } else {
-            1.0
-        };
+        let adam = AdamStep::new(self.time, lr, f64::from(self.weight_decay));
         let settings = [
-            (lr as f32).to_bits(),
-            correction.to_bits(),
-            (ADAM_EPSILON * correction2).to_bits(),
-            decay.to_bits(),
+            adam.lr.to_bits(),
+            adam.correction.to_bits(),
+            adam.epsilon.to_bits(),
+            adam.decay.to_bits(),
             indices.len() as u32,
             self.label_smoothing.to_bits(),
             0,
@@ -976,6 +967,6 @@ impl RunningSums for FusedStep {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod translation;

@@ -19,7 +19,7 @@ use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::module::Module;
 use burn::tensor::Device;
 
-fn feed(step: StepMethod) -> Feed {
+pub(crate) fn feed(step: StepMethod) -> Feed {
     Feed {
         prefetch: 0,
         gather: GatherMethod::Kernel,
@@ -28,7 +28,7 @@ fn feed(step: StepMethod) -> Feed {
 }
 
 /// The step `session` takes on `device`, as a run decides it.
-fn decided(
+pub(crate) fn decided(
     step: StepMethod,
     config: &TrainConfig,
     sets: &Sets,
@@ -39,7 +39,7 @@ fn decided(
 }
 
 /// Trains a new session of `config` for its epochs on `device`; returns it.
-fn run(config: &TrainConfig, sets: &Sets, device: &Device, step: StepMethod) -> Session {
+pub(crate) fn run(config: &TrainConfig, sets: &Sets, device: &Device, step: StepMethod) -> Session {
     let mut session = Session::new(config, &crate::data::DataInfo::mnist(), device).unwrap();
     let feed = decided(step, config, sets, device, &session);
     let outcome = train(config, sets, device, &feed, &mut session, &mut Quiet).unwrap();
@@ -48,13 +48,13 @@ fn run(config: &TrainConfig, sets: &Sets, device: &Device, step: StepMethod) -> 
 }
 
 /// Every parameter of `model`, flattened in module order.
-fn flat(model: &Model) -> Vec<f32> {
+pub(crate) fn flat(model: &Model) -> Vec<f32> {
     model.parameters().unwrap().concat()
 }
 
 /// How far apart two parameter vectors are: the largest difference, and the fraction of
 /// parameters that differ by more than `tol`.
-fn distance(a: &[f32], b: &[f32], tol: f32) -> (f32, f64) {
+pub(crate) fn distance(a: &[f32], b: &[f32], tol: f32) -> (f32, f64) {
     assert_eq!(a.len(), b.len());
     let diffs: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
     let max = diffs.iter().fold(0f32, |m, d| m.max(*d));
@@ -63,7 +63,7 @@ fn distance(a: &[f32], b: &[f32], tol: f32) -> (f32, f64) {
 }
 
 /// A small real subset: 300 training images (the last batch of 32 padded), 200 validation.
-fn small(config: &TrainConfig) -> Sets {
+pub(crate) fn small(config: &TrainConfig) -> Sets {
     Sets::new(
         &crate::test_support::mnist_with_valid(config.valid_size),
         config,
@@ -71,7 +71,7 @@ fn small(config: &TrainConfig) -> Sets {
     .unwrap()
 }
 
-fn small_config() -> TrainConfig {
+pub(crate) fn small_config() -> TrainConfig {
     TrainConfig {
         epochs: 2,
         valid_size: 200,
