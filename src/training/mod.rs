@@ -78,10 +78,10 @@ pub struct Feed {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum StepMethod {
-    /// The whole step, and evaluation, in a few hand-written WGSL kernels (the MLP's step in 3, the CNN's in 13) where it applies (--gather kernel, hidden layers up to 256 units); burn's generic step otherwise, with a log line saying why
+    /// The whole step, and evaluation, fused: on wgpu in a few hand-written WGSL kernels (the MLP's step in 4, the CNN's in 15; --gather kernel, hidden layers up to 256 units), on flex the MLP's in one pass of the CPU's own (ndarray keeps burn's); burn's generic step otherwise, with a log line saying why
     #[default]
     Fused,
-    /// burn's autodiff and Adam on the fused wgpu backend: the reference the fused step is tested against
+    /// burn's autodiff and Adam: the reference the fused steps are tested against
     Generic,
 }
 
