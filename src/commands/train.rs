@@ -77,7 +77,7 @@ pub(super) fn train(
     let mut session = open_session(
         &run,
         is_resumed,
-        &config,
+        &run_config,
         &info,
         &device.device,
         &mut observer,
@@ -318,15 +318,19 @@ fn new_session(config: &TrainConfig, data: &DataInfo, device: &Device) -> Result
 }
 
 /// The session to train: the run's checkpoint when it has one (the files written after the
-/// checkpoint brought up to it: a kill may have come between them), else a new one.
+/// checkpoint brought up to it: a kill may have come between them), else a new one. A run
+/// whose last start finished and that has nothing left to train is refused; one killed
+/// after its last files, before it could say it finished, is finished again (the test and
+/// plots made again, to the same bits).
 fn open_session(
     run: &RunDir,
     is_resumed: bool,
-    config: &TrainConfig,
+    run_config: &RunConfig,
     data: &DataInfo,
     device: &Device,
     observer: &mut RunObserver,
 ) -> Result<Session, Error> {
+    let config = &run_config.recipe;
     let checkpoint = run.checkpoint();
     if !(is_resumed && checkpoint.is_file()) {
         if is_resumed {
@@ -337,7 +341,7 @@ fn open_session(
     let session = checkpoint::load_checkpoint(&checkpoint, config, device)?;
     let done = session.record.epochs_done();
     let over = done >= config.epochs || session.record.stopped_early.is_some();
-    if over && run.is_complete() {
+    if over && run_config.last_start_finished() && run.is_complete() {
         return Err(Error::NothingToDo(run.path().to_path_buf(), done));
     }
     // A kill between the checkpoint and the files written after it (history, best

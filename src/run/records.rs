@@ -90,6 +90,18 @@ pub struct RunConfig {
     pub starts: Vec<Start>,
 }
 
+impl RunConfig {
+    /// Whether the run's last start said it finished. A start killed after the run's last
+    /// files were written, before it could say so, did not: the run is complete but not
+    /// finished, and the same command again finishes it.
+    pub fn last_start_finished(&self) -> bool {
+        self.starts
+            .last()
+            .and_then(|s| s.ended.as_ref())
+            .is_some_and(|e| e.how == EndKind::Finished)
+    }
+}
+
 /// `test.json`, and what `evaluate --json` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestReport {

@@ -838,6 +838,49 @@ fn a_failed_run_records_how_it_ended() {
     );
 }
 
+/// A run killed after its last files were written, before it could record that it finished,
+/// is finished by the same command again (the same result line, the start recorded as
+/// finished); once finished, the same command is refused with one line.
+#[test]
+fn a_run_killed_after_its_last_files_finishes_when_started_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let first = run(trainer(&["--epochs", "1"])
+        .args(TINY)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(&dir));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // What a kill between the last file and the record of the ending leaves.
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["starts"][0].as_object_mut().unwrap().remove("ended");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let again = || {
+        run(trainer(&["--epochs", "1"])
+            .args(TINY)
+            .arg("--data-dir")
+            .arg(data_dir())
+            .arg("--resume")
+            .arg(&dir))
+    };
+    let second = again();
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(text(&second.stdout), text(&first.stdout));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(config["starts"][1]["ended"]["how"], "finished", "{config}");
+    let third = again();
+    assert_eq!(third.status.code(), Some(1));
+    assert!(
+        text(&third.stderr).contains("already done 1 epochs"),
+        "{}",
+        text(&third.stderr)
+    );
+}
+
 /// The run the interrupt tests stop and resume: three epochs on a CPU backend, with `extra`
 /// training flags.
 fn interruptible(backend: &str, extra: &[&str]) -> Command {
