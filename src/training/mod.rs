@@ -472,7 +472,9 @@ fn fused_step(
 
 /// A run's fused training step: the GPU's (WGSL kernels) or the CPU's.
 pub(crate) enum Fused {
+    /// On a wgpu device, over the split resident there.
     Gpu(Box<FusedStep>),
+    /// On flex, over the host's split.
     Cpu(Box<CpuStep>),
 }
 

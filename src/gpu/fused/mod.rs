@@ -378,6 +378,7 @@ impl Net {
 
 /// The training step's own buffers on the device: Adam's moments, gradients, sums.
 struct Training {
+    /// Adam's moments, laid out as the parameters.
     moment_1: Handle,
     moment_2: Handle,
     /// Loss gradients of the dense layers' pre-activations.
@@ -563,8 +564,9 @@ enum Buffer {
     Labels,
     /// Each row's loss, hit and prediction.
     Results,
-    /// Adam's first and second moments (training).
+    /// Adam's first moments (training).
     Moment1,
+    /// Adam's second moments (training).
     Moment2,
     /// The dense layers' loss gradients (training).
     D,
