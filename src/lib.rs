@@ -18,6 +18,7 @@ mod conv_block;
 mod cpu;
 pub mod data;
 mod files;
+mod flat;
 mod gpu;
 mod host;
 pub mod interop;

@@ -26,12 +26,29 @@
 use burn::optim::ModuleOptimizer;
 use rayon::prelude::*;
 
+use crate::backend::read::ReadError;
 use crate::batch::{Shift, fill_pixels};
 use crate::data::Split;
-use crate::gpu::fused::{FusedError, Moments, ParamMeta, flat_parameters, set_flat_parameters};
+use crate::flat::{
+    Moments, ParamMeta, StateError, flat_parameters, param_meta, set_flat_parameters,
+};
 use crate::metrics::{Metrics, RunningSums};
 use crate::model::Model;
 use crate::recipe::{AdamStep, TrainConfig};
+
+/// Why the fused CPU step could not start or report.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuStepError {
+    /// The model is not an MLP the step takes.
+    #[error("the fused CPU step cannot take this model: {0}")]
+    Model(String),
+    /// Reading the weights out of burn's model failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// burn's optimizer state could not be converted.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
 
 /// Rows per piece of the forward and backward passes through the layers.
 pub const ROW_CHUNK: usize = 16;
@@ -96,7 +113,7 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
 /// Whether the fused CPU step takes a run of `model` on images of `pixels` numbers: `Err`,
 /// in the words of the log line that says so, when it does not (the CNN, say).
 pub fn fits(model: &Model, pixels: usize) -> Result<(), String> {
-    let meta = crate::gpu::fused::param_meta(model);
+    let meta = param_meta(model);
     Layers::of(&meta, pixels)
         .map(|_| ())
         .map_err(|why| format!("the fused CPU step takes MLPs, not a model with {why}"))
@@ -405,9 +422,9 @@ impl CpuStep {
         optimizer: &ModuleOptimizer,
         config: &TrainConfig,
         train: &Split,
-    ) -> Result<Self, FusedError> {
+    ) -> Result<Self, CpuStepError> {
         let (params_meta, params) = flat_parameters(model)?;
-        let layers = Layers::of(&params_meta, train.shape.pixels()).map_err(FusedError::Model)?;
+        let layers = Layers::of(&params_meta, train.shape.pixels()).map_err(CpuStepError::Model)?;
         let moments = Moments::of(optimizer, &params_meta)?;
         let rows = config.batch_size;
         Ok(Self {
@@ -545,19 +562,19 @@ impl CpuStep {
         &self,
         model: &mut Model,
         config: &TrainConfig,
-    ) -> Result<ModuleOptimizer, FusedError> {
+    ) -> Result<ModuleOptimizer, CpuStepError> {
         let moments = Moments {
             time: self.time,
             first: self.first.clone(),
             second: self.second.clone(),
         };
         *model = set_flat_parameters(model.clone(), &self.params);
-        moments.into_optimizer(config, &self.params_meta)
+        Ok(moments.into_optimizer(config, &self.params_meta)?)
     }
 }
 
 impl RunningSums for CpuStep {
-    fn sums(&self) -> Result<([f32; 2], usize), crate::backend::read::ReadError> {
+    fn sums(&self) -> Result<([f32; 2], usize), ReadError> {
         Ok((self.sums, self.counted))
     }
 }
@@ -601,9 +618,9 @@ pub fn evaluate(
     model: &Model,
     data: &Split,
     batch: usize,
-) -> Result<(Metrics, Vec<u8>), FusedError> {
+) -> Result<(Metrics, Vec<u8>), CpuStepError> {
     let (meta, params) = flat_parameters(model)?;
-    let layers = Layers::of(&meta, data.shape.pixels()).map_err(FusedError::Model)?;
+    let layers = Layers::of(&meta, data.shape.pixels()).map_err(CpuStepError::Model)?;
     let rows = batch.min(data.len()).max(1);
     let mut scratch = Scratch::new(&layers, rows, 0);
     let pass = Pass {

@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::backend::read::ReadError;
 use crate::backend::with_subnormals_flushed;
-use crate::cpu::fused::CpuStep;
+use crate::cpu::fused::{CpuStep, CpuStepError};
 use crate::data::{Data, DataError, Split};
 use crate::gpu::fused::{FusedError, FusedStep};
 use crate::gpu::gather::GatherMethod;
@@ -48,6 +48,9 @@ pub enum TrainError {
     /// The fused training step failed.
     #[error(transparent)]
     Fused(#[from] FusedError),
+    /// The fused CPU step could not start or report.
+    #[error(transparent)]
+    CpuStep(#[from] CpuStepError),
     /// The observer (checkpoints, history files) failed.
     #[error(transparent)]
     Observer(ObserverError),
@@ -494,9 +497,9 @@ impl Fused {
         shift: Option<crate::batch::Shift>,
         lr: f64,
         masks: &[Vec<f32>],
-    ) -> Result<(), FusedError> {
+    ) -> Result<(), TrainError> {
         match self {
-            Self::Gpu(f) => f.step(indices, shift, lr, masks),
+            Self::Gpu(f) => Ok(f.step(indices, shift, lr, masks)?),
             Self::Cpu(f) => {
                 f.step(indices, shift, lr, masks);
                 Ok(())
@@ -509,10 +512,10 @@ impl Fused {
         &self,
         model: &mut Model,
         config: &TrainConfig,
-    ) -> Result<burn::optim::ModuleOptimizer, FusedError> {
+    ) -> Result<burn::optim::ModuleOptimizer, TrainError> {
         match self {
-            Self::Gpu(f) => f.store(model, config),
-            Self::Cpu(f) => f.store(model, config),
+            Self::Gpu(f) => Ok(f.store(model, config)?),
+            Self::Cpu(f) => Ok(f.store(model, config)?),
         }
     }
 

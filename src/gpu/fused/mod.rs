@@ -32,7 +32,6 @@
 //! of operations, the same loss, the same masks and shifts.
 
 mod layout;
-mod state;
 
 use std::sync::Arc;
 
@@ -42,6 +41,9 @@ use burn::optim::ModuleOptimizer;
 use crate::backend::read::ReadError;
 use crate::batch::Shift;
 use crate::data::ImageShape;
+use crate::flat::{
+    Moments, ParamMeta, StateError, flat_parameters, param_meta, set_flat_parameters,
+};
 use crate::gpu::gather::{ImageLayout, Resident, batch_rows};
 use crate::gpu::kernels::Gpu;
 use crate::metrics::{Metrics, RunningSums};
@@ -51,9 +53,6 @@ use layout::{
     BLOCK, HEAD_WORKGROUP, Kernel, ROWS_AT, Source, Variant, WEIGHT_SUMS, WEIGHTS_WORKGROUP,
     WORKGROUP, spread,
 };
-pub use state::Moments;
-pub(crate) use state::ParamMeta;
-pub(crate) use state::{flat_parameters, param_meta, set_flat_parameters};
 
 /// The widest hidden layer of the MLP the fused step takes: its later layers run in one
 /// workgroup, which suits the article's small network and not a wide one.
@@ -223,8 +222,8 @@ pub enum FusedError {
     #[error(transparent)]
     Read(#[from] ReadError),
     /// burn's optimizer state could not be converted.
-    #[error("optimizer state: {0}")]
-    Optimizer(String),
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A dispatch binds a training buffer where none is (an evaluation): a mistake in the
     /// dispatch lists, reported rather than launched.
     #[error("the fused {0} kernel binds the training step's buffers outside training")]
@@ -537,7 +536,7 @@ impl FusedStep {
             second: v.to_burn(&gpu.read_f32(&self.training.moment_2)?),
         };
         *model = set_flat_parameters(model.clone(), &values);
-        moments.into_optimizer(config, &self.params_meta)
+        Ok(moments.into_optimizer(config, &self.params_meta)?)
     }
 }
 

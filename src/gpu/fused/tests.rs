@@ -511,7 +511,7 @@ fn every_dispatch_of_a_training_step_spreads_over_a_gpus_compute_units() {
     println!("|---|---|---|---|");
     for (name, architecture, hidden) in networks {
         let model = Model::new(architecture, &hidden, &mnist, 42, &device).unwrap();
-        let meta = super::state::param_meta(&model);
+        let meta = crate::flat::param_meta(&model);
         let steps = [32, 256].map(|batch| {
             let v = Variant::new(&meta, batch, 60_000, false, images).unwrap();
             super::training_dispatches(&v)

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::layout::Variant;
-use super::state::param_meta;
 use crate::data::{DataInfo, ImageShape};
+use crate::flat::param_meta;
 use crate::gpu::gather::{ImageLayout, gather_source};
 use crate::model::{Architecture, Model};
 use crate::test_support::{missing, runs};

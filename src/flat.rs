@@ -1,15 +1,19 @@
 //! A model's weights and burn's Adam state as flat vectors in burn's module order, and back:
-//! what the fused step uploads when it starts and writes back into burn's `Model` and
-//! `ModuleOptimizer` (the checkpoint's format) when it reports.
+//! what the fused steps (the GPU's and the CPU's) take over when they start and write back
+//! into burn's `Model` and `ModuleOptimizer` (the checkpoint's format) when they report.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Tensor, TensorData};
 
-use super::FusedError;
 use crate::backend::read::ReadError;
 use crate::model::Model;
 use crate::recipe::{TrainConfig, optimizer};
+
+/// Why burn's optimizer state could not be read into flat moments or written back.
+#[derive(Debug, thiserror::Error)]
+#[error("optimizer state: {0}")]
+pub struct StateError(String);
 
 /// A parameter's id and shape.
 pub(crate) type ParamMeta = (ParamId, Vec<usize>);
@@ -96,25 +100,23 @@ fn momentum_key(id: ParamId, leaf: &str) -> String {
 impl Moments {
     /// Reads burn's Adam (or AdamW) state for the parameters `meta` out of `optimizer`'s record;
     /// a parameter without state (a fresh optimizer) starts from zero moments.
-    pub fn of(optimizer: &ModuleOptimizer, meta: &[ParamMeta]) -> Result<Self, FusedError> {
+    pub fn of(optimizer: &ModuleOptimizer, meta: &[ParamMeta]) -> Result<Self, StateError> {
         let bytes = optimizer
             .into_bytes()
-            .map_err(|e| FusedError::Optimizer(e.to_string()))?;
-        let reader = burn_pack::Reader::from_bytes(bytes)
-            .map_err(|e| FusedError::Optimizer(e.to_string()))?;
+            .map_err(|e| StateError(e.to_string()))?;
+        let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| StateError(e.to_string()))?;
         let scalars = reader.scalars().clone();
         let mut tensors = std::collections::HashMap::new();
         for tensor in reader
             .into_tensors()
-            .map_err(|e| FusedError::Optimizer(e.to_string()))?
+            .map_err(|e| StateError(e.to_string()))?
         {
-            let (name, dtype, shape, _, bytes) = tensor
-                .into_parts()
-                .map_err(|e| FusedError::Optimizer(e.to_string()))?;
+            let (name, dtype, shape, _, bytes) =
+                tensor.into_parts().map_err(|e| StateError(e.to_string()))?;
             let values = TensorData::from_bytes(bytes, shape, dtype)
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .map_err(|e| FusedError::Optimizer(format!("{name}: {e:?}")))?;
+                .map_err(|e| StateError(format!("{name}: {e:?}")))?;
             tensors.insert(name, values);
         }
         let mut moments = Self {
@@ -127,7 +129,7 @@ impl Moments {
             let n = shape.iter().product::<usize>();
             let time = scalars
                 .get(&momentum_key(*id, "time"))
-                .map(|s| u64::try_from(*s).map_err(|e| FusedError::Optimizer(e.to_string())))
+                .map(|s| u64::try_from(*s).map_err(|e| StateError(e.to_string())))
                 .transpose()?;
             times.push(time.unwrap_or(0) as usize);
             for (leaf, out) in [
@@ -137,7 +139,7 @@ impl Moments {
                 match tensors.remove(&momentum_key(*id, leaf)) {
                     Some(values) if values.len() == n => out.extend(values),
                     Some(values) => {
-                        return Err(FusedError::Optimizer(format!(
+                        return Err(StateError(format!(
                             "{leaf} of parameter {} has {} values, not {n}",
                             id.val(),
                             values.len()
@@ -149,7 +151,7 @@ impl Moments {
         }
         // trainer steps every parameter every time; anything else is not a state it wrote.
         match times.iter().min().zip(times.iter().max()) {
-            Some((lo, hi)) if lo != hi => Err(FusedError::Optimizer(format!(
+            Some((lo, hi)) if lo != hi => Err(StateError(format!(
                 "parameters at different Adam steps ({lo} to {hi})"
             ))),
             _ => {
@@ -165,7 +167,7 @@ impl Moments {
         self,
         config: &TrainConfig,
         meta: &[ParamMeta],
-    ) -> Result<ModuleOptimizer, FusedError> {
+    ) -> Result<ModuleOptimizer, StateError> {
         let fresh = optimizer(config);
         if self.time == 0 {
             return Ok(fresh);
@@ -201,12 +203,10 @@ impl Moments {
             .fold(burn_pack::Writer::new(tensors), |w, (key, value)| {
                 w.with_scalar(key, *value)
             });
-        let bytes: Bytes = writer
-            .into_bytes()
-            .map_err(|e| FusedError::Optimizer(e.to_string()))?;
+        let bytes: Bytes = writer.into_bytes().map_err(|e| StateError(e.to_string()))?;
         fresh
             .from_bytes(bytes)
-            .map_err(|e| FusedError::Optimizer(e.to_string()))
+            .map_err(|e| StateError(e.to_string()))
     }
 }
 
