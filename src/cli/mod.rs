@@ -290,7 +290,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = GatherMethod::Kernel)]
     pub gather: GatherMethod,
 
-    /// The training step on wgpu (CPU backends always take burn's generic step)
+    /// The training step: fused on wgpu and flex where the model fits it, burn's generic step otherwise (ndarray always takes burn's)
     #[arg(long, value_enum, default_value_t = StepMethod::Fused)]
     pub step: StepMethod,
 }
