@@ -18,7 +18,10 @@
 //! - the backward pass visits only the gradients that are not zero: each is one output
 //!   position and channel, whose weight gradient is its 3×3 input patch scaled by it and whose
 //!   input gradient is the channel's 3×3 filter scaled by it (three contiguous runs of
-//!   3 × input channels each in NHWC), a quarter or less of the dense products' work;
+//!   3 × input channels each in NHWC), a quarter or less of the dense products' work; they
+//!   are listed first, then summed in vector registers (AVX-512 or AVX2 found at run time),
+//!   per image and channel for the weights, per pooling window and position of the maximum
+//!   for the input;
 //! - results are the same whatever the number of threads: work is split into chunks of images
 //!   fixed by the shapes, and per-chunk sums are added in chunk order.
 //!
@@ -440,68 +443,389 @@ struct Part<'a> {
 /// Sums one chunk's weight and bias gradient into `sums` (`[c_out][kh][kw][c_in]`, then
 /// `[c_out]`) and writes its images' padded input gradient into `gx`, if given.
 fn backward_chunk(part: &Part, sums: &mut [f32], gx: Option<&mut [f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        unsafe { backward_chunk_fma(part, sums, gx) };
-        return;
-    }
-    backward_chunk_any(part, sums, gx);
+    LISTS.with_borrow_mut(|lists| match Isa::detect() {
+        // SAFETY: `Isa::detect` found the instructions on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { backward_chunk_avx512(part, sums, gx, lists) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { backward_chunk_avx2(part, sums, gx, lists) },
+        Isa::Any => backward_chunk_with(part, sums, gx, lists, Isa::Any),
+    })
 }
 
-/// [`backward_chunk_any`] compiled for AVX2 and FMA: the same operations (`mul_add` is one
-/// rounding either way), eight lanes at a time.
+/// [`backward_chunk_with`] compiled for AVX-512 (its loops outside the registers' sums too).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn backward_chunk_avx512(part: &Part, sums: &mut [f32], gx: Option<&mut [f32]>, lists: &mut Lists) {
+    backward_chunk_with(part, sums, gx, lists, Isa::Avx512);
+}
+
+/// [`backward_chunk_with`] compiled for AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn backward_chunk_fma(part: &Part, sums: &mut [f32], gx: Option<&mut [f32]>) {
-    backward_chunk_any(part, sums, gx);
+fn backward_chunk_avx2(part: &Part, sums: &mut [f32], gx: Option<&mut [f32]>, lists: &mut Lists) {
+    backward_chunk_with(part, sums, gx, lists, Isa::Avx2);
 }
 
-/// The backward loop of [`backward_chunk`], for any CPU: per window of the pooling, per channel
-/// whose gradient passed, the input patch into the weight gradient and the filter into the
-/// input gradient.
+thread_local! {
+    /// Each thread's lists of the gradients that passed, kept between chunks and steps.
+    static LISTS: std::cell::RefCell<Lists> = const {
+        std::cell::RefCell::new(Lists {
+            patches: Vec::new(),
+            patch_counts: Vec::new(),
+            places: Vec::new(),
+            place_counts: [0; 5],
+            patch: Vec::new(),
+        })
+    };
+}
+
+/// The gradients of a backward chunk that the pooling and ReLU passed on, listed so that the
+/// sums over them run in registers. Each list has room for every gradient it could hold and
+/// a count of those it holds: an entry is written whether or not it passed, and the count
+/// moves past it only if it did (no branch to mispredict on which ones pass).
+#[derive(Debug)]
+struct Lists {
+    /// Per output channel (room for one image's windows each), in window order: where the
+    /// input patch of each passed gradient starts in the padded input, and the gradient.
+    patches: Vec<(usize, f32)>,
+    /// How many of each channel's entries in `patches` passed.
+    patch_counts: Vec<usize>,
+    /// One window's gradients by the position of their maximum in it (0–3, row-major; 4:
+    /// [`DEAD`]; room for every channel in each), in channel order: where the channel's
+    /// filter starts, and the gradient.
+    places: Vec<(usize, f32)>,
+    /// How many of each position's entries in `places` passed.
+    place_counts: [usize; 5],
+    /// The input gradient of one patch (a 3×3 window of every input channel).
+    patch: Vec<f32>,
+}
+
+/// The backward loop of [`backward_chunk`], in `isa`'s instructions. The weight gradient: per
+/// image and channel, the sum of the input patches of its passed gradients scaled by them.
+/// The input gradient: per pooling window and position of the maximum in it, the sum of the
+/// filters of the channels whose maximum is there scaled by their gradients, added to the
+/// input patch at that position. Both sums run in registers (see [`add_scaled`]).
 #[inline(always)]
-fn backward_chunk_any(part: &Part, sums: &mut [f32], mut gx: Option<&mut [f32]>) {
+fn backward_chunk_with(
+    part: &Part,
+    sums: &mut [f32],
+    gx: Option<&mut [f32]>,
+    lists: &mut Lists,
+    isa: Isa,
+) {
     let block = part.block;
     let d = block.dims;
     let (h2, w2) = d.pooled();
-    let (k, run) = (d.k(), 3 * d.cin);
+    let (k, run, row) = (d.k(), 3 * d.cin, (d.w + 2) * d.cin);
     let (filters_grad, bias_grad) = sums.split_at_mut(d.cout * k);
-    let windows = part.from.len() / d.cout;
-    for window in 0..windows {
-        let local = window / (h2 * w2);
-        let (img, i, j) = (part.first + local, window / w2 % h2, window % w2);
-        let from = &part.from[window * d.cout..(window + 1) * d.cout];
-        let grad = &part.grad[window * d.cout..(window + 1) * d.cout];
-        for c in 0..d.cout {
-            let (q, g) = (from[c], grad[c]);
-            if q == DEAD || g == 0.0 {
+    // Where the patch of the maximum at place q of a window starts, from the window's first.
+    let place = |q: u8| usize::from(q / 2) * row + usize::from(q % 2) * d.cin;
+    let passed = |q: u8, g: f32| usize::from((q != DEAD) & (g != 0.0));
+    let Lists {
+        patches,
+        patch_counts,
+        places,
+        place_counts,
+        patch,
+    } = lists;
+    let per_image = h2 * w2 * d.cout;
+    patches.resize(per_image, (0, 0.0));
+    patch_counts.resize(d.cout, 0);
+    places.resize(5 * d.cout, (0, 0.0));
+    // One image's windows in order: (row, column).
+    let corners = || (0..h2).flat_map(move |i| (0..w2).map(move |j| (i, j)));
+    let images = part
+        .from
+        .chunks_exact(per_image)
+        .zip(part.grad.chunks_exact(per_image));
+    // The weight gradient an image at a time, whose input (a few KiB) stays in the core's
+    // first cache while every channel's sum runs over it.
+    for (local, (from, grad)) in images.clone().enumerate() {
+        patch_counts.fill(0);
+        let outputs = from.chunks_exact(d.cout).zip(grad.chunks_exact(d.cout));
+        for ((from, grad), (i, j)) in outputs.zip(corners()) {
+            let corner = d.padded_at(part.first + local, 2 * i, 2 * j);
+            for (c, (&q, &g)) in from.iter().zip(grad).enumerate() {
+                patches[c * h2 * w2 + patch_counts[c]] = (corner + place(q), g);
+                patch_counts[c] += passed(q, g);
+            }
+            for ((b, &q), &g) in bias_grad.iter_mut().zip(from).zip(grad) {
+                *b += if q != DEAD { g } else { 0.0 };
+            }
+        }
+        for (c, &count) in patch_counts.iter().enumerate() {
+            let entries = &patches[c * h2 * w2..c * h2 * w2 + count];
+            let filter_grad = &mut filters_grad[c * k..(c + 1) * k];
+            if d.cin == 1 {
+                add_scaled_3x3(filter_grad, &block.padded, entries, row);
                 continue;
             }
-            let (y, x) = (2 * i + usize::from(q / 2), 2 * j + usize::from(q % 2));
-            bias_grad[c] += g;
-            let filter_grad = &mut filters_grad[c * k..(c + 1) * k];
-            let filter = &block.filters[c * k..(c + 1) * k];
-            for kh in 0..3 {
-                let at = d.padded_at(img, y + kh, x);
-                let patch = &block.padded[at..at + run];
-                axpy(&mut filter_grad[kh * run..(kh + 1) * run], g, patch);
-                if let Some(gx) = gx.as_deref_mut() {
-                    let at = d.padded_at(local, y + kh, x);
-                    axpy(&mut gx[at..at + run], g, &filter[kh * run..(kh + 1) * run]);
+            for (kh, dst) in filter_grad.chunks_exact_mut(run).enumerate() {
+                add_scaled::<4>(dst, &block.padded, entries, kh * row, isa);
+            }
+        }
+    }
+    let Some(gx) = gx else { return };
+    patch.resize(k, 0.0);
+    for (local, (from, grad)) in images.enumerate() {
+        let outputs = from.chunks_exact(d.cout).zip(grad.chunks_exact(d.cout));
+        for ((from, grad), (i, j)) in outputs.zip(corners()) {
+            place_counts.fill(0);
+            for (c, (&q, &g)) in from.iter().zip(grad).enumerate() {
+                let q = usize::from(q);
+                places[q * d.cout + place_counts[q]] = (c * k, g);
+                place_counts[q] += usize::from(g != 0.0);
+            }
+            let corner = d.padded_at(local, 2 * i, 2 * j);
+            for q in 0..4u8 {
+                let at = usize::from(q) * d.cout;
+                let entries = &places[at..at + place_counts[usize::from(q)]];
+                if entries.is_empty() {
+                    continue;
+                }
+                patch.fill(0.0);
+                add_scaled::<1>(patch, &block.filters, entries, 0, isa);
+                for (kh, sums) in patch.chunks_exact(run).enumerate() {
+                    let at = corner + place(q) + kh * row;
+                    for (v, s) in gx[at..at + run].iter_mut().zip(sums) {
+                        *v += s;
+                    }
                 }
             }
         }
     }
 }
 
-/// `dst += g · src`, element by element, each a fused multiply-add.
+/// [`add_scaled`] for the nine taps of a one-channel patch (three rows of three at `row`
+/// floats from each other), in one pass over the entries: nine running sums in registers.
 #[inline(always)]
-fn axpy(dst: &mut [f32], g: f32, src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.mul_add(g, *d);
+fn add_scaled_3x3(dst: &mut [f32], src: &[f32], entries: &[(usize, f32)], row: usize) {
+    let mut acc = [0f32; 9];
+    for &(at, g) in entries {
+        for (kh, acc) in acc.chunks_exact_mut(3).enumerate() {
+            let taps = &src[at + kh * row..at + kh * row + 3];
+            for (a, s) in acc.iter_mut().zip(taps) {
+                *a = s.mul_add(g, *a);
+            }
+        }
+    }
+    for (d, a) in dst.iter_mut().zip(acc) {
+        *d += a;
     }
 }
+
+/// `dst[t] += Σ g · src[at + base + t]` over `entries` `(at, g)`, with `SETS` running sums an
+/// element: entry `e` goes into sum `e % SETS`, and the sums are added to `dst` in set order
+/// at the end (so `SETS` chains of multiply-adds run at once where entries are many). The
+/// order is fixed by the entries, never by the machine's threads; the vector versions
+/// compute the same sums, a register of elements at a time.
+#[inline(always)]
+fn add_scaled<const SETS: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    entries: &[(usize, f32)],
+    base: usize,
+    isa: Isa,
+) {
+    match isa {
+        // SAFETY: `Isa::detect` found the instructions on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::add_scaled::<SETS>(dst, src, entries, base) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::add_scaled::<SETS>(dst, src, entries, base) },
+        Isa::Any => add_scaled_each::<SETS>(dst, src, entries, base),
+    }
+}
+
+/// The vector instructions the backward loop uses, found at run time.
+#[derive(Debug, Clone, Copy)]
+enum Isa {
+    /// x86-64 with AVX-512 (16 floats a register).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// x86-64 with AVX2 and FMA (8 floats a register).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Any CPU: element by element (the compiler vectorises what it can).
+    Any,
+}
+
+impl Isa {
+    /// The widest of the sets this CPU has.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Any
+    }
+}
+
+/// [`add_scaled`] element by element, for any CPU.
+#[inline(always)]
+fn add_scaled_each<const SETS: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    entries: &[(usize, f32)],
+    base: usize,
+) {
+    let (groups, rest) = entries.as_chunks::<SETS>();
+    for (t, d) in dst.iter_mut().enumerate() {
+        let mut acc = [0f32; SETS];
+        for group in groups {
+            for (a, &(at, g)) in acc.iter_mut().zip(group) {
+                *a = src[at + base + t].mul_add(g, *a);
+            }
+        }
+        for (a, &(at, g)) in acc.iter_mut().zip(rest) {
+            *a = src[at + base + t].mul_add(g, *a);
+        }
+        for a in acc {
+            *d += a;
+        }
+    }
+}
+
+/// [`add_scaled`] in vector registers: one module per x86 instruction set, the same code.
+#[cfg(target_arch = "x86_64")]
+macro_rules! add_scaled_in {
+    ($module:ident, $features:literal, $doc:literal, $vector:ident, $lanes:literal,
+     $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident, $add:ident,
+     $rest:path) => {
+        #[doc = $doc]
+        mod $module {
+            use std::arch::x86_64::{$add, $fmadd, $load, $set1, $store, $vector, $zero};
+
+            /// [`super::add_scaled`] by tiles of `dst` whose sums stay in registers: up to 12
+            /// vectors at a time with one set, 2 or 1 with more, then the rest by the next
+            /// narrower instructions.
+            #[target_feature(enable = $features)]
+            pub(super) fn add_scaled<const SETS: usize>(
+                dst: &mut [f32],
+                src: &[f32],
+                entries: &[(usize, f32)],
+                base: usize,
+            ) {
+                let mut t = 0;
+                if SETS == 1 {
+                    // Up to 12 registers of sums in one pass over the entries.
+                    while dst.len() - t >= 12 * $lanes {
+                        tile::<12, SETS>(&mut dst[t..t + 12 * $lanes], src, entries, base + t);
+                        t += 12 * $lanes;
+                    }
+                    let (d, b) = (&mut dst[t..], base + t);
+                    t += match d.len() / $lanes {
+                        0 => 0,
+                        1 => tile::<1, SETS>(&mut d[..$lanes], src, entries, b),
+                        2 => tile::<2, SETS>(&mut d[..2 * $lanes], src, entries, b),
+                        3 => tile::<3, SETS>(&mut d[..3 * $lanes], src, entries, b),
+                        4 => tile::<4, SETS>(&mut d[..4 * $lanes], src, entries, b),
+                        5 => tile::<5, SETS>(&mut d[..5 * $lanes], src, entries, b),
+                        6 => tile::<6, SETS>(&mut d[..6 * $lanes], src, entries, b),
+                        7 => tile::<7, SETS>(&mut d[..7 * $lanes], src, entries, b),
+                        8 => tile::<8, SETS>(&mut d[..8 * $lanes], src, entries, b),
+                        9 => tile::<9, SETS>(&mut d[..9 * $lanes], src, entries, b),
+                        10 => tile::<10, SETS>(&mut d[..10 * $lanes], src, entries, b),
+                        _ => tile::<11, SETS>(&mut d[..11 * $lanes], src, entries, b),
+                    };
+                }
+                while dst.len() - t >= 2 * $lanes {
+                    tile::<2, SETS>(&mut dst[t..t + 2 * $lanes], src, entries, base + t);
+                    t += 2 * $lanes;
+                }
+                if dst.len() - t >= $lanes {
+                    tile::<1, SETS>(&mut dst[t..t + $lanes], src, entries, base + t);
+                    t += $lanes;
+                }
+                $rest(&mut dst[t..], src, entries, base + t);
+            }
+
+            /// One tile of `V` vectors of `dst`: `SETS × V` registers of sums. Returns the
+            /// floats it summed.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn tile<const V: usize, const SETS: usize>(
+                dst: &mut [f32],
+                src: &[f32],
+                entries: &[(usize, f32)],
+                base: usize,
+            ) -> usize {
+                let mut acc = [[$zero(); V]; SETS];
+                let (groups, rest) = entries.as_chunks::<SETS>();
+                for group in groups {
+                    for (acc, &(at, g)) in acc.iter_mut().zip(group) {
+                        add_row(acc, &src[at + base..at + base + $lanes * V], g);
+                    }
+                }
+                for (acc, &(at, g)) in acc.iter_mut().zip(rest) {
+                    add_row(acc, &src[at + base..at + base + $lanes * V], g);
+                }
+                for (v, out) in dst.chunks_exact_mut($lanes).enumerate() {
+                    // SAFETY: `out` holds one vector's floats.
+                    let mut sum = unsafe { $load(out.as_ptr()) };
+                    for set in &acc {
+                        sum = $add(sum, set[v]);
+                    }
+                    // SAFETY: as above.
+                    unsafe { $store(out.as_mut_ptr(), sum) };
+                }
+                $lanes * V
+            }
+
+            /// `acc += g · row`, `row` holding `V` vectors' floats.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn add_row<const V: usize>(acc: &mut [$vector; V], row: &[f32], g: f32) {
+                let g = $set1(g);
+                for (a, s) in acc.iter_mut().zip(row.chunks_exact($lanes)) {
+                    // SAFETY: `s` holds one vector's floats.
+                    *a = $fmadd(unsafe { $load(s.as_ptr()) }, g, *a);
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+add_scaled_in!(
+    avx2,
+    "avx2,fma",
+    "[`add_scaled`] in AVX2 registers (8 floats).",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    super::add_scaled_each::<SETS>
+);
+#[cfg(target_arch = "x86_64")]
+add_scaled_in!(
+    avx512,
+    "avx512f,avx2,fma",
+    "[`add_scaled`] in AVX-512 registers (16 floats).",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    super::avx2::add_scaled::<SETS>
+);
 
 fn dims4(x: &FlexTensor) -> [usize; 4] {
     let s = x.layout().shape();
@@ -659,6 +983,54 @@ mod tests {
     /// strided gradient): the same output and the same gradients of the input, weights and
     /// biases as burn's `conv2d`, `relu` and `max_pool2d`, to float rounding; and the same
     /// output without autodiff.
+    /// The vector sums give the element-by-element sums' bits, for every tile size and tail,
+    /// on this CPU's instructions.
+    #[test]
+    fn vector_sums_equal_the_element_by_element_sums() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let src = random(&mut rng, 4096);
+        let mut isas = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Isa::Avx512);
+            }
+        }
+        println!("vector sums checked on {isas:?}");
+        for isa in isas {
+            for len in (0..40).chain([48, 64, 96, 128, 144, 160, 200, 288]) {
+                for count in [0, 1, 3, 4, 7, 13] {
+                    let entries: Vec<(usize, f32)> = (0..count)
+                        .map(|_| (rng.random_range(0..3000), rng.random_range(-1.0..1.0)))
+                        .collect();
+                    let start = random(&mut rng, len);
+                    let (mut each, mut vector) = (start.clone(), start.clone());
+                    add_scaled_each::<4>(&mut each, &src, &entries, 7);
+                    add_scaled::<4>(&mut vector, &src, &entries, 7, isa);
+                    let (mut each1, mut vector1) = (start.clone(), start);
+                    add_scaled_each::<1>(&mut each1, &src, &entries, 7);
+                    add_scaled::<1>(&mut vector1, &src, &entries, 7, isa);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&each),
+                        bits(&vector),
+                        "{isa:?}, {len} floats, {count} entries"
+                    );
+                    assert_eq!(
+                        bits(&each1),
+                        bits(&vector1),
+                        "{isa:?}, {len} floats, {count} entries, one set"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn block_equals_burns_operations_forward_and_backward() {
         let mut rng = StdRng::seed_from_u64(5);
@@ -668,14 +1040,15 @@ mod tests {
             let images = if trial % 5 == 1 { 9..20 } else { 1..5 };
             let [n, cin, h, w] = [
                 rng.random_range(images),
-                rng.random_range(1..5usize),
+                // Wide inputs now and then: patches that fill every tile size of the sums.
+                rng.random_range(if trial % 4 == 3 { 1..48 } else { 1..5usize }),
                 rng.random_range(2..13usize),
                 rng.random_range(2..13usize),
             ];
             let two = h >= 4 && w >= 4 && trial % 2 == 0;
             let mut channels = vec![cin];
             for _ in 0..if two { 2 } else { 1 } {
-                channels.push(rng.random_range(1..9));
+                channels.push(rng.random_range(if trial % 4 == 3 { 1..40 } else { 1..9 }));
             }
             let convs: Vec<Conv2d> = channels
                 .windows(2)
