@@ -852,6 +852,11 @@ fn nhwc(t: &FlexTensor, pad: usize) -> Vec<f32> {
                 for x in 0..w {
                     let base = start + b as isize * st[0] + y as isize * st[2] + x as isize * st[3];
                     let dst = &mut image[((y + pad) * wp + x + pad) * c..][..c];
+                    if st[1] == 1 {
+                        // Already NHWC (a block's output, a block's input gradient): one copy.
+                        dst.copy_from_slice(&data[base as usize..base as usize + c]);
+                        continue;
+                    }
                     for (ch, v) in dst.iter_mut().enumerate() {
                         *v = data[(base + ch as isize * st[1]) as usize];
                     }
