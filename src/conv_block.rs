@@ -161,6 +161,21 @@ impl Dims {
     fn padded_at(&self, img: usize, y: usize, x: usize) -> usize {
         ((img * (self.h + 2) + y) * (self.w + 2) + x) * self.cin
     }
+
+    /// One image's pooling windows in order, from its outputs' `from` and gradient: each
+    /// window's `c_out` of both, and its row and column.
+    fn windows<'a>(
+        &self,
+        from: &'a [u8],
+        grad: &'a [f32],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [f32], usize, usize)> + 'a {
+        let (h2, w2) = self.pooled();
+        let corners = (0..h2).flat_map(move |i| (0..w2).map(move |j| (i, j)));
+        from.chunks_exact(self.cout)
+            .zip(grad.chunks_exact(self.cout))
+            .zip(corners)
+            .map(|((from, grad), (i, j))| (from, grad, i, j))
+    }
 }
 
 /// One block's operands, in the layouts its loops read: the input zero-padded NHWC, the
@@ -475,7 +490,6 @@ thread_local! {
             patches: Vec::new(),
             patch_counts: Vec::new(),
             places: Vec::new(),
-            place_counts: [0; 5],
             patch: Vec::new(),
         })
     };
@@ -496,8 +510,6 @@ struct Lists {
     /// [`DEAD`]; room for every channel in each), in channel order: where the channel's
     /// filter starts, and the gradient.
     places: Vec<(usize, f32)>,
-    /// How many of each position's entries in `places` passed.
-    place_counts: [usize; 5],
     /// The input gradient of one patch (a 3×3 window of every input channel).
     patch: Vec<f32>,
 }
@@ -527,15 +539,12 @@ fn backward_chunk_with(
         patches,
         patch_counts,
         places,
-        place_counts,
         patch,
     } = lists;
     let per_image = h2 * w2 * d.cout;
     patches.resize(per_image, (0, 0.0));
     patch_counts.resize(d.cout, 0);
     places.resize(5 * d.cout, (0, 0.0));
-    // One image's windows in order: (row, column).
-    let corners = || (0..h2).flat_map(move |i| (0..w2).map(move |j| (i, j)));
     let images = part
         .from
         .chunks_exact(per_image)
@@ -544,8 +553,7 @@ fn backward_chunk_with(
     // first cache while every channel's sum runs over it.
     for (local, (from, grad)) in images.clone().enumerate() {
         patch_counts.fill(0);
-        let outputs = from.chunks_exact(d.cout).zip(grad.chunks_exact(d.cout));
-        for ((from, grad), (i, j)) in outputs.zip(corners()) {
+        for (from, grad, i, j) in d.windows(from, grad) {
             let corner = d.padded_at(part.first + local, 2 * i, 2 * j);
             for (c, (&q, &g)) in from.iter().zip(grad).enumerate() {
                 patches[c * h2 * w2 + patch_counts[c]] = (corner + place(q), g);
@@ -570,9 +578,9 @@ fn backward_chunk_with(
     let Some(gx) = gx else { return };
     patch.resize(k, 0.0);
     for (local, (from, grad)) in images.enumerate() {
-        let outputs = from.chunks_exact(d.cout).zip(grad.chunks_exact(d.cout));
-        for ((from, grad), (i, j)) in outputs.zip(corners()) {
-            place_counts.fill(0);
+        for (from, grad, i, j) in d.windows(from, grad) {
+            // How many of each position's entries in `places` passed.
+            let mut place_counts = [0usize; 5];
             for (c, (&q, &g)) in from.iter().zip(grad).enumerate() {
                 let q = usize::from(q);
                 places[q * d.cout + place_counts[q]] = (c * k, g);
@@ -654,17 +662,18 @@ enum Isa {
 }
 
 impl Isa {
-    /// The widest of the sets this CPU has.
+    /// The widest of the sets this CPU has (AVX-512 only beside AVX2 and FMA: its code
+    /// finishes short tiles with theirs).
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                return if has!("avx512f") {
+                    Isa::Avx512
+                } else {
+                    Isa::Avx2
+                };
             }
         }
         Isa::Any
@@ -994,18 +1003,13 @@ mod tests {
     fn vector_sums_equal_the_element_by_element_sums() {
         let mut rng = StdRng::seed_from_u64(9);
         let src = random(&mut rng, 4096);
-        let mut isas = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                isas.push(Isa::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                isas.push(Isa::Avx512);
-            }
-        }
+        let isas = match Isa::detect() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => vec![Isa::Avx2, Isa::Avx512],
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => vec![Isa::Avx2],
+            Isa::Any => Vec::new(),
+        };
         println!("vector sums checked on {isas:?}");
         for isa in isas {
             for len in (0..40).chain([48, 64, 96, 128, 144, 160, 200, 288]) {
