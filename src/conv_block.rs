@@ -45,6 +45,8 @@ use burn_backend::AutodiffBackend;
 use burn_flex::{Flex, FlexTensor, Layout};
 use rayon::prelude::*;
 
+use crate::cpu::product::{Isa, product};
+
 /// `from` value of an output whose maximum was not above zero: ReLU passes no gradient.
 const DEAD: u8 = 4;
 /// im2col floats a forward chunk aims at (256 KiB: the matrix stays in a core's L2 cache).
@@ -273,31 +275,7 @@ impl Block {
                 }
             }
         }
-        // SAFETY: `pre` is rows × c_out, `cols` rows × k and `filters` c_out × k, all
-        // contiguous, as the strides below say; nothing else borrows them.
-        unsafe {
-            gemm::gemm(
-                rows,
-                d.cout,
-                k,
-                pre.as_mut_ptr(),
-                1,
-                d.cout as isize,
-                false,
-                cols.as_ptr(),
-                1,
-                k as isize,
-                self.filters.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        product(pre, cols, &self.filters, rows, k, d.cout, true);
         for (window, (out, from)) in out
             .chunks_exact_mut(d.cout)
             .zip(from.chunks_exact_mut(d.cout))
@@ -648,38 +626,6 @@ fn add_scaled<const SETS: usize>(
     }
 }
 
-/// The vector instructions the backward loop uses, found at run time.
-#[derive(Debug, Clone, Copy)]
-enum Isa {
-    /// x86-64 with AVX-512 (16 floats a register).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    /// x86-64 with AVX2 and FMA (8 floats a register).
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Any CPU: element by element (the compiler vectorises what it can).
-    Any,
-}
-
-impl Isa {
-    /// The widest of the sets this CPU has (AVX-512 only beside AVX2 and FMA: its code
-    /// finishes short tiles with theirs).
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                return if has!("avx512f") {
-                    Isa::Avx512
-                } else {
-                    Isa::Avx2
-                };
-            }
-        }
-        Isa::Any
-    }
-}
-
 /// [`add_scaled`] element by element, for any CPU.
 #[inline(always)]
 fn add_scaled_each<const SETS: usize>(
@@ -1003,13 +949,7 @@ mod tests {
     fn vector_sums_equal_the_element_by_element_sums() {
         let mut rng = StdRng::seed_from_u64(9);
         let src = random(&mut rng, 4096);
-        let isas = match Isa::detect() {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => vec![Isa::Avx2, Isa::Avx512],
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => vec![Isa::Avx2],
-            Isa::Any => Vec::new(),
-        };
+        let isas = Isa::all_here();
         println!("vector sums checked on {isas:?}");
         for isa in isas {
             for len in (0..40).chain([48, 64, 96, 128, 144, 160, 200, 288]) {

@@ -27,7 +27,8 @@ use burn::optim::ModuleOptimizer;
 use rayon::prelude::*;
 
 use crate::backend::read::ReadError;
-use crate::batch::{Shift, fill_pixels};
+use crate::batch::{Shift, fill_pixels, prefetch_image};
+use crate::cpu::product::{Isa, broadcast_product, product};
 use crate::data::Split;
 use crate::flat::{
     Moments, ParamMeta, StateError, flat_parameters, param_meta, set_flat_parameters,
@@ -52,6 +53,9 @@ pub enum CpuStepError {
 
 /// Rows per piece of the forward and backward passes through the layers.
 pub const ROW_CHUNK: usize = 16;
+
+/// Images ahead of the one being gathered whose pixels are asked into the cache.
+const PREFETCH: usize = 4;
 
 /// Inputs per piece of a weight gradient (a piece is `INPUT_CHUNK × out` weights).
 pub const INPUT_CHUNK: usize = 32;
@@ -193,68 +197,39 @@ struct Shared<'a> {
     d_at: &'a [usize],
 }
 
-/// `out = lhs · rhs` for row-major `lhs` `[m, k]` and `rhs` `[k, n]` (`rhs_t`: `rhs` given as
-/// `[n, k]`, read transposed), `out` `[m, n]` row-major, on this thread.
-fn product(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, rhs_t: bool) {
-    assert!(out.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let rhs_strides = if rhs_t { (k, 1) } else { (1, n) };
-    // SAFETY: the slices hold `m × n`, `m × k` and `k × n` numbers (asserted), laid out as
-    // the strides say.
-    unsafe { strided_product(out, lhs, (1, k), rhs, rhs_strides, m, k, n) }
-}
-
-/// The gradient of a `[k, n]` block of weights, `out = inputᵀ · d`: `input` `[rows, stride]`
-/// read from its column `k0`, `d` `[rows, n]`; summed over the rows in one order.
-fn weight_gradient(out: &mut [f32], input: &[f32], stride: usize, d: &[f32], k: usize, n: usize) {
-    let rows = d.len() / n;
-    assert!(out.len() >= k * n && input.len() >= (rows - 1) * stride + k);
-    // SAFETY: `input` holds `rows` rows of `stride` numbers from its start, of which the
-    // first `k` columns are read (asserted), `d` is `[rows, n]` and `out` `[k, n]`.
-    unsafe { strided_product(out, input, (stride, 1), d, (1, n), k, rows, n) }
-}
-
-/// `out = lhs · rhs` by gemm on this thread: `out` `[m, n]` row-major, `lhs` `[m, k]` and
-/// `rhs` `[k, n]` each given by its (column, row) strides.
-///
-/// # Safety
-/// `lhs` and `rhs` hold every element their strides reach for `m`, `k` and `n`, and `out`
-/// holds `m × n` numbers.
-#[allow(clippy::too_many_arguments)]
-unsafe fn strided_product(
-    out: &mut [f32],
-    lhs: &[f32],
-    (lhs_cs, lhs_rs): (usize, usize),
-    rhs: &[f32],
-    (rhs_cs, rhs_rs): (usize, usize),
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    // SAFETY: the caller's promise; `out` is borrowed mutably, so nothing else reads or
-    // writes it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+/// Rows `first..` of `batch` (as many as `x` holds) into `x`: each image's pixels scaled,
+/// padding rows zero, the images a few rows ahead asked into the cache meanwhile.
+#[inline(always)]
+fn gather(x: &mut [f32], batch: &Rows, first: usize) {
+    let (split, indices) = (batch.split, batch.indices);
+    let inputs = split.shape.pixels();
+    let n_rows = x.len() / inputs;
+    for &i in indices.iter().skip(first).take(PREFETCH.min(n_rows)) {
+        prefetch_image(split, i as usize);
     }
+    for (r, row) in x.chunks_exact_mut(inputs).enumerate() {
+        if let Some(&i) = indices
+            .get(first + r + PREFETCH)
+            .filter(|_| r + PREFETCH < n_rows)
+        {
+            prefetch_image(split, i as usize);
+        }
+        match indices.get(first + r) {
+            Some(&i) => fill_pixels(split, i as usize, batch.shift, row),
+            None => row.fill(0.0),
+        }
+    }
+}
+
+/// The batch a pass runs on: `rows` rows (the run's batch size), the first `labels.len()` of
+/// them real: images `indices` of `split`, each moved by `shift` when given.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    split: &'a Split,
+    indices: &'a [u32],
+    labels: &'a [u8],
+    shift: Option<Shift>,
+    rows: usize,
 }
 
 /// What a pass over row chunks does: the forward pass from the first layer to the logits,
@@ -269,86 +244,60 @@ struct Pass<'a> {
     smoothing: f32,
     batch_real: usize,
     train: bool,
+    /// The vector instructions of the products.
+    isa: Isa,
 }
 
 impl Pass<'_> {
-    /// The pass over every row chunk of a batch of `rows` rows, in parallel (see
-    /// [`Pass::chunk`]); each chunk's loss and hit sums are left in `scratch.sums`.
-    fn batch(
-        &self,
-        scratch: &mut Scratch,
-        rows: usize,
-        split: &Split,
-        indices: &[u32],
-        labels: &[u8],
-        shift: Option<Shift>,
-    ) {
+    /// The pass over every row chunk of `batch`, in parallel (see [`Pass::chunk`]); each
+    /// chunk's loss and hit sums are left in `scratch.sums`.
+    fn batch(&self, scratch: &mut Scratch, batch: &Rows) {
         let shared = scratch.shared();
-        (0..rows.div_ceil(ROW_CHUNK))
+        (0..batch.rows.div_ceil(ROW_CHUNK))
             .into_par_iter()
-            .for_each(|c| self.chunk(&shared, c, rows, split, indices, labels, shift));
+            .for_each(|c| self.chunk(&shared, c, batch));
     }
 
-    /// Row chunk `c` of a batch of `rows` rows whose first `labels.len()` are real: its pixels
-    /// gathered from `split` (images `indices`, moved by `shift`), then the pass.
-    #[allow(clippy::too_many_arguments)]
-    fn chunk(
+    /// [`Pass::chunk_with`] compiled for the widest instructions this CPU has (the products
+    /// choose theirs; this is for the loops around them: pixels, bias, ReLU, the loss).
+    fn chunk(&self, s: &Shared, c: usize, batch: &Rows) {
+        match self.isa {
+            // SAFETY: `Isa::detect` found the instructions on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.chunk_avx512(s, c, batch) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.chunk_avx2(s, c, batch) },
+            Isa::Any => self.chunk_with(s, c, batch),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn chunk_avx512(&self, s: &Shared, c: usize, batch: &Rows) {
+        self.chunk_with(s, c, batch);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn chunk_avx2(&self, s: &Shared, c: usize, batch: &Rows) {
+        self.chunk_with(s, c, batch);
+    }
+
+    /// Each row's loss and hit summed over the real rows (the first `labels.len()`) of a
+    /// chunk's `logits`, its prediction into `predicted`, and in training the loss gradient
+    /// into `d_last`.
+    #[inline(always)]
+    fn loss(
         &self,
-        s: &Shared,
-        c: usize,
-        rows: usize,
-        split: &Split,
-        indices: &[u32],
+        logits: &[f32],
+        predicted: &mut [u8],
+        d_last: &mut [f32],
         labels: &[u8],
-        shift: Option<Shift>,
-    ) {
-        let l = self.layers;
-        let first = c * ROW_CHUNK;
-        let n_rows = ROW_CHUNK.min(rows - first);
-        let real = labels.len().saturating_sub(first).min(n_rows);
-        let labels = labels.get(first..first + real).unwrap_or(&[]);
-        let inputs = l.widths[0];
-        // SAFETY (every `range` below): each chunk takes rows first..first + n_rows of each
-        // buffer, which no other chunk takes.
-        let x = unsafe { s.x.range(first * inputs, n_rows * inputs) };
-        for (r, row) in x.chunks_exact_mut(inputs).enumerate() {
-            match indices.get(first + r) {
-                Some(&i) => fill_pixels(split, i as usize, shift, row),
-                None => row.fill(0.0),
-            }
-        }
-        let layer = |at: &[usize], i: usize| {
-            let n = l.widths[i + 1];
-            unsafe { s.acts.range(at[i] + first * n, n_rows * n) }
-        };
-        for i in 0..l.count() {
-            let (n_in, n) = (l.widths[i], l.widths[i + 1]);
-            let weights = &self.params[l.w_at[i]..l.b_at[i]];
-            let bias = &self.params[l.b_at[i]..l.b_at[i] + n];
-            let input: &[f32] = if i == 0 { x } else { layer(s.a_at, i - 1) };
-            let z = layer(s.z_at, i);
-            product(z, input, weights, n_rows, n_in, n, false);
-            for row in z.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-            if i + 1 < l.count() {
-                let a = layer(s.a_at, i);
-                let mask = self.masks.get(i).map(|m| &m[first * n..]);
-                for (k, (out, &v)) in a.iter_mut().zip(z.iter()).enumerate() {
-                    let relu = v.max(0.0);
-                    *out = mask.map_or(relu, |m| relu * m[k]);
-                }
-            }
-        }
-        let classes = l.classes();
-        let last = l.count() - 1;
-        let logits: &[f32] = layer(s.z_at, last);
-        let predicted = unsafe { s.predicted.range(first, n_rows) };
-        let d_last = layer(s.d_at, last);
+    ) -> [f32; 2] {
+        let classes = self.layers.classes();
         let mut sums = [0f32; 2];
-        for r in 0..n_rows {
+        for (r, predicted) in predicted.iter_mut().enumerate() {
             let row = &logits[r * classes..(r + 1) * classes];
             let (mut top, mut best) = (row[0], 0);
             for (c, &v) in row.iter().enumerate().skip(1) {
@@ -356,7 +305,7 @@ impl Pass<'_> {
                     (top, best) = (v, c);
                 }
             }
-            predicted[r] = best as u8;
+            *predicted = best as u8;
             let total: f32 = row.iter().map(|&v| (v - top).exp()).sum();
             let log_total = top + total.ln();
             let label = labels.get(r).map(|&c| c as usize);
@@ -381,6 +330,53 @@ impl Pass<'_> {
                 }
             }
         }
+        sums
+    }
+
+    /// Row chunk `c` of `batch`: its pixels gathered, then the pass.
+    #[inline(always)]
+    fn chunk_with(&self, s: &Shared, c: usize, batch: &Rows) {
+        let (labels, rows) = (batch.labels, batch.rows);
+        let l = self.layers;
+        let first = c * ROW_CHUNK;
+        let n_rows = ROW_CHUNK.min(rows - first);
+        let real = labels.len().saturating_sub(first).min(n_rows);
+        let labels = labels.get(first..first + real).unwrap_or(&[]);
+        let inputs = l.widths[0];
+        // SAFETY (every `range` below): each chunk takes rows first..first + n_rows of each
+        // buffer, which no other chunk takes.
+        let x = unsafe { s.x.range(first * inputs, n_rows * inputs) };
+        gather(x, batch, first);
+        let layer = |at: &[usize], i: usize| {
+            let n = l.widths[i + 1];
+            unsafe { s.acts.range(at[i] + first * n, n_rows * n) }
+        };
+        for i in 0..l.count() {
+            let (n_in, n) = (l.widths[i], l.widths[i + 1]);
+            let weights = &self.params[l.w_at[i]..l.b_at[i]];
+            let bias = &self.params[l.b_at[i]..l.b_at[i] + n];
+            let input: &[f32] = if i == 0 { x } else { layer(s.a_at, i - 1) };
+            let z = layer(s.z_at, i);
+            broadcast_product(z, input, (n_in, 1), weights, n_rows, n_in, n, self.isa);
+            for row in z.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+            if i + 1 < l.count() {
+                let a = layer(s.a_at, i);
+                let mask = self.masks.get(i).map(|m| &m[first * n..]);
+                for (k, (out, &v)) in a.iter_mut().zip(z.iter()).enumerate() {
+                    let relu = v.max(0.0);
+                    *out = mask.map_or(relu, |m| relu * m[k]);
+                }
+            }
+        }
+        let last = l.count() - 1;
+        let logits: &[f32] = layer(s.z_at, last);
+        let predicted = unsafe { s.predicted.range(first, n_rows) };
+        let d_last = layer(s.d_at, last);
+        let sums = self.loss(logits, predicted, d_last, labels);
         let slot = unsafe { s.sums.range(c, 1) };
         slot[0] = sums;
         if !self.train {
@@ -406,6 +402,107 @@ impl Pass<'_> {
     }
 }
 
+/// What [`CpuStep::update`]'s pieces read and write: the batch's activations and gradients,
+/// and every parameter's gradient, value and moments (each piece its own range).
+struct Update<'a> {
+    layers: &'a Layers,
+    x: &'a [f32],
+    acts: &'a [f32],
+    a_at: &'a [usize],
+    d_at: &'a [usize],
+    rows: usize,
+    isa: Isa,
+    adam: &'a AdamStep,
+    grads: SharedMut<'a, f32>,
+    params: SharedMut<'a, f32>,
+    first: SharedMut<'a, f32>,
+    second: SharedMut<'a, f32>,
+}
+
+impl Update<'_> {
+    /// [`Update::piece_with`] compiled for the widest instructions this CPU has (Adam's loop
+    /// and the bias sums; the products choose theirs).
+    fn piece(&self, piece: usize) {
+        match self.isa {
+            // SAFETY: `Isa::detect` found the instructions on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.piece_avx512(piece) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.piece_avx2(piece) },
+            Isa::Any => self.piece_with(piece),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn piece_avx512(&self, piece: usize) {
+        self.piece_with(piece);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn piece_avx2(&self, piece: usize) {
+        self.piece_with(piece);
+    }
+
+    /// Piece `piece` (in layer order: a layer's chunks of inputs, then its bias): its
+    /// gradient summed over the batch, then Adam on its parameters.
+    #[inline(always)]
+    fn piece_with(&self, mut piece: usize) {
+        let (l, rows, acts) = (self.layers, self.rows, self.acts);
+        // Piece → (layer, first input or the bias).
+        let mut i = 0;
+        while piece > l.widths[i].div_ceil(INPUT_CHUNK) {
+            piece -= l.widths[i].div_ceil(INPUT_CHUNK) + 1;
+            i += 1;
+        }
+        let (n_in, n) = (l.widths[i], l.widths[i + 1]);
+        let d = &acts[self.d_at[i]..self.d_at[i] + rows * n];
+        let (at, len) = if piece < n_in.div_ceil(INPUT_CHUNK) {
+            let k0 = piece * INPUT_CHUNK;
+            (l.w_at[i] + k0 * n, INPUT_CHUNK.min(n_in - k0) * n)
+        } else {
+            (l.b_at[i], n)
+        };
+        // SAFETY: the pieces cover disjoint ranges of the gradients, parameters and moments.
+        let g = unsafe { self.grads.range(at, len) };
+        if at == l.b_at[i] {
+            g.fill(0.0);
+            for row in d.chunks_exact(n) {
+                for (s, v) in g.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        } else {
+            let k0 = (at - l.w_at[i]) / n;
+            let input: &[f32] = if i == 0 {
+                self.x
+            } else {
+                &acts[self.a_at[i - 1]..self.a_at[i - 1] + rows * n_in]
+            };
+            // The gradient of inputs k0.. by the batch's rows: the input read transposed.
+            broadcast_product(g, &input[k0..], (1, n_in), d, len / n, rows, n, self.isa);
+        }
+        // SAFETY: as above.
+        let (p, m, v) = unsafe {
+            (
+                self.params.range(at, len),
+                self.first.range(at, len),
+                self.second.range(at, len),
+            )
+        };
+        for (((p, m), v), &g) in p
+            .iter_mut()
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .zip(g.iter())
+        {
+            self.adam.apply(p, m, v, g);
+        }
+    }
+}
+
 /// A network being trained by the fused CPU step: its weights and Adam's moments, flat in
 /// burn's order, and the step's buffers.
 pub struct CpuStep {
@@ -425,6 +522,8 @@ pub struct CpuStep {
     params_meta: Vec<ParamMeta>,
     weight_decay: f32,
     label_smoothing: f32,
+    /// The vector instructions of the products, found once.
+    isa: Isa,
 }
 
 impl CpuStep {
@@ -454,6 +553,7 @@ impl CpuStep {
             params_meta,
             weight_decay: config.weight_decay as f32,
             label_smoothing: config.label_smoothing as f32,
+            isa: Isa::detect(),
         })
     }
 
@@ -483,9 +583,17 @@ impl CpuStep {
             smoothing: self.label_smoothing,
             batch_real: indices.len(),
             train: true,
+            isa: self.isa,
         };
         let labels = std::mem::take(&mut scratch.labels);
-        pass.batch(scratch, self.rows, split, indices, &labels, shift);
+        let batch = Rows {
+            split,
+            indices,
+            labels: &labels,
+            shift,
+            rows: self.rows,
+        };
+        pass.batch(scratch, &batch);
         scratch.labels = labels;
         for s in &scratch.sums {
             self.sums[0] += s[0];
@@ -505,63 +613,23 @@ impl CpuStep {
             .iter()
             .map(|n_in| n_in.div_ceil(INPUT_CHUNK) + 1)
             .sum();
-        let (x, acts) = (&s.x, &s.acts);
-        let (a_at, d_at) = (&s.a_at, &s.d_at);
-        let rows = self.rows;
-        let grads = SharedMut::new(&mut s.grads);
-        let params = SharedMut::new(&mut self.params);
-        let first = SharedMut::new(&mut self.first);
-        let second = SharedMut::new(&mut self.second);
-        (0..pieces).into_par_iter().for_each(|mut piece| {
-            // Piece → (layer, first input or the bias).
-            let mut i = 0;
-            while piece > l.widths[i].div_ceil(INPUT_CHUNK) {
-                piece -= l.widths[i].div_ceil(INPUT_CHUNK) + 1;
-                i += 1;
-            }
-            let (n_in, n) = (l.widths[i], l.widths[i + 1]);
-            let d = &acts[d_at[i]..d_at[i] + rows * n];
-            let (at, len) = if piece < n_in.div_ceil(INPUT_CHUNK) {
-                let k0 = piece * INPUT_CHUNK;
-                (l.w_at[i] + k0 * n, INPUT_CHUNK.min(n_in - k0) * n)
-            } else {
-                (l.b_at[i], n)
-            };
-            // SAFETY: the pieces cover disjoint ranges of the gradients, parameters and
-            // moments.
-            let g = unsafe { grads.range(at, len) };
-            if at == l.b_at[i] {
-                g.fill(0.0);
-                for row in d.chunks_exact(n) {
-                    for (s, v) in g.iter_mut().zip(row) {
-                        *s += v;
-                    }
-                }
-            } else {
-                let k0 = (at - l.w_at[i]) / n;
-                let input: &[f32] = if i == 0 {
-                    x
-                } else {
-                    &acts[a_at[i - 1]..a_at[i - 1] + rows * n_in]
-                };
-                weight_gradient(g, &input[k0..], n_in, d, len / n, n);
-            }
-            let (p, m, v) = unsafe {
-                (
-                    params.range(at, len),
-                    first.range(at, len),
-                    second.range(at, len),
-                )
-            };
-            for (((p, m), v), &g) in p
-                .iter_mut()
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-                .zip(g.iter())
-            {
-                adam.apply(p, m, v, g);
-            }
-        });
+        let update = Update {
+            layers: l,
+            x: &s.x,
+            acts: &s.acts,
+            a_at: &s.a_at,
+            d_at: &s.d_at,
+            rows: self.rows,
+            isa: self.isa,
+            adam,
+            grads: SharedMut::new(&mut s.grads),
+            params: SharedMut::new(&mut self.params),
+            first: SharedMut::new(&mut self.first),
+            second: SharedMut::new(&mut self.second),
+        };
+        (0..pieces)
+            .into_par_iter()
+            .for_each(|piece| update.piece(piece));
     }
 
     /// Writes the weights into `model` (keeping its parameter ids) and returns burn's
@@ -638,13 +706,21 @@ pub fn evaluate(
         smoothing: 0.0,
         batch_real: 0,
         train: false,
+        isa: Isa::detect(),
     };
     let (mut loss, mut correct) = (0f64, 0f64);
     let mut predicted = Vec::with_capacity(data.len());
     let order: Vec<u32> = (0..data.len() as u32).collect();
     for indices in order.chunks(rows) {
         let labels: Vec<u8> = indices.iter().map(|&i| data.labels()[i as usize]).collect();
-        pass.batch(&mut scratch, rows, data, indices, &labels, None);
+        let batch = Rows {
+            split: data,
+            indices,
+            labels: &labels,
+            shift: None,
+            rows,
+        };
+        pass.batch(&mut scratch, &batch);
         for s in &scratch.sums {
             loss += f64::from(s[0]);
             correct += f64::from(s[1]);
