@@ -24,11 +24,11 @@
 //! epoch and on an interrupt, so checkpoints are the same whichever step wrote them.
 
 use burn::optim::ModuleOptimizer;
-use rayon::prelude::*;
 
 use crate::backend::read::ReadError;
 use crate::batch::{Shift, fill_pixels, prefetch_image};
 use crate::cpu::product::{Isa, broadcast_product, product};
+use crate::cpu::team;
 use crate::data::Split;
 use crate::flat::{
     Moments, ParamMeta, StateError, flat_parameters, param_meta, set_flat_parameters,
@@ -253,9 +253,9 @@ impl Pass<'_> {
     /// chunk's loss and hit sums are left in `scratch.sums`.
     fn batch(&self, scratch: &mut Scratch, batch: &Rows) {
         let shared = scratch.shared();
-        (0..batch.rows.div_ceil(ROW_CHUNK))
-            .into_par_iter()
-            .for_each(|c| self.chunk(&shared, c, batch));
+        team::for_each(batch.rows.div_ceil(ROW_CHUNK), &|c| {
+            self.chunk(&shared, c, batch)
+        });
     }
 
     /// [`Pass::chunk_with`] compiled for the widest instructions this CPU has (the products
@@ -627,9 +627,7 @@ impl CpuStep {
             first: SharedMut::new(&mut self.first),
             second: SharedMut::new(&mut self.second),
         };
-        (0..pieces)
-            .into_par_iter()
-            .for_each(|piece| update.piece(piece));
+        team::for_each(pieces, &|piece| update.piece(piece));
     }
 
     /// Writes the weights into `model` (keeping its parameter ids) and returns burn's

@@ -2,3 +2,4 @@
 
 pub mod fused;
 pub(crate) mod product;
+pub(crate) mod team;
