@@ -5,14 +5,17 @@
 //! costs as much as a piece of the step: measured on 2 cores, the fused step ran faster on one
 //! thread than on two at batch 32 and only 1.25 times faster at batch 256, while two
 //! one-thread runs side by side each kept their speed. The team's helpers spin between jobs
-//! instead (for [`SPIN`], then they sleep), and take the pieces of a job from one atomic
-//! counter, as the caller does.
+//! instead (for [`SPIN`], then they sleep).
+//!
+//! Each thread takes the same pieces every time (piece `p` of `n` to thread `p % threads`),
+//! so the parameters and moments a piece updates stay in one core's cache from step to step
+//! instead of moving to whichever core took the piece first.
 //!
 //! Pieces are what the caller cuts, fixed by the shapes; which thread runs one does not change
 //! what it computes, so the results do not depend on the number of threads.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
@@ -25,8 +28,8 @@ const SPIN: Duration = Duration::from_millis(2);
 /// A job: what to run for each piece.
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
-/// The job word's fields: a job's generation (24 bits), its piece count and the next piece
-/// to take (20 bits each). One word, so that taking a piece checks all three at once.
+/// The job word's fields: a job's generation (24 bits), its piece count and the threads
+/// that share it (20 bits each).
 const FIELD: u32 = 20;
 const MASK: u64 = (1 << FIELD) - 1;
 const GENERATIONS: u64 = 1 << 24;
@@ -39,7 +42,7 @@ fn count(word: u64) -> u64 {
     (word >> FIELD) & MASK
 }
 
-fn next(word: u64) -> u64 {
+fn threads(word: u64) -> u64 {
     word & MASK
 }
 
@@ -48,10 +51,8 @@ struct Shared {
     /// The current job's generation, piece count and next piece.
     word: AtomicU64,
     /// The current job (a pointer to the caller's [`Job`]): valid while a piece of it is not
-    /// done, which holds from taking a piece to counting it done.
+    /// done.
     job: AtomicPtr<Job<'static>>,
-    /// Helpers that take part in the current job (those numbered below it).
-    helpers: AtomicUsize,
     /// Pieces of the current job done.
     done: AtomicUsize,
     /// Helpers asleep or going to sleep.
@@ -61,28 +62,22 @@ struct Shared {
 }
 
 impl Shared {
-    /// Takes and runs pieces of job `generation` until none is left (or it is over).
-    fn work(&self, generation_now: u64) {
-        loop {
-            let word = self.word.load(Acquire);
-            if generation(word) != generation_now || next(word) >= count(word) {
-                return;
-            }
-            if self
-                .word
-                .compare_exchange_weak(word, word + 1, AcqRel, Acquire)
-                .is_err()
-            {
-                continue;
-            }
-            // SAFETY: piece `next(word)` of this job is taken and not yet done, so the caller
-            // is still in `Team::run`, whose job this points to (see `job`).
-            let job = unsafe { *self.job.load(Acquire) };
-            if catch_unwind(AssertUnwindSafe(|| job(next(word) as usize))).is_err() {
+    /// Runs the pieces of job `word` that are thread `thread`'s, then counts them done.
+    fn work(&self, word: u64, thread: u64) {
+        if thread >= threads(word).min(count(word)) {
+            return;
+        }
+        // SAFETY: none of this thread's pieces of the job is done yet, so the caller is still
+        // in `Team::run`, whose job this points to (see `job`).
+        let job = unsafe { *self.job.load(Acquire) };
+        let mut done = 0;
+        for piece in (thread..count(word)).step_by(threads(word) as usize) {
+            if catch_unwind(AssertUnwindSafe(|| job(piece as usize))).is_err() {
                 self.panicked.store(true, Release);
             }
-            self.done.fetch_add(1, Release);
+            done += 1;
         }
+        self.done.fetch_add(done, Release);
     }
 }
 
@@ -97,8 +92,9 @@ struct Team {
 static TEAM: Mutex<Option<Team>> = Mutex::new(None);
 
 /// Runs `f(0)`, …, `f(pieces - 1)`, each once, on this thread and as many helpers as rayon's
-/// current pool has other threads (`RAYON_NUM_THREADS`), and returns when all are done.
-/// Callers from different threads take turns.
+/// current pool has other threads (`RAYON_NUM_THREADS`), and returns when all are done:
+/// piece `p` on thread `p % threads`, this one being thread 0. Callers from different
+/// threads take turns.
 pub(crate) fn for_each(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     let helpers = rayon::current_num_threads().saturating_sub(1);
     if helpers == 0 || pieces <= 1 {
@@ -115,7 +111,6 @@ impl Team {
             shared: Arc::new(Shared {
                 word: AtomicU64::new(0),
                 job: AtomicPtr::new(std::ptr::null_mut()),
-                helpers: AtomicUsize::new(0),
                 done: AtomicUsize::new(0),
                 sleepers: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
@@ -143,22 +138,20 @@ impl Team {
             }
         }
         let s = &*self.shared;
+        let threads = 1 + helpers.min(self.helpers.len());
         // The generation moves on (never 0, which helpers start from having seen).
         self.generation = self.generation % (GENERATIONS - 1) + 1;
         s.job.store((&raw const f).cast_mut().cast(), Release);
         s.done.store(0, Relaxed);
         s.panicked.store(false, Relaxed);
-        s.helpers.store(helpers.min(self.helpers.len()), Relaxed);
-        s.word.store(
-            self.generation << (2 * FIELD) | (pieces as u64) << FIELD,
-            SeqCst,
-        );
+        let word = self.generation << (2 * FIELD) | (pieces as u64) << FIELD | threads as u64;
+        s.word.store(word, SeqCst);
         if s.sleepers.load(SeqCst) > 0 {
             for helper in &self.helpers {
                 helper.unpark();
             }
         }
-        s.work(self.generation);
+        s.work(word, 0);
         // Every piece must be done before `f` goes out of scope, whatever happened.
         while s.done.load(Acquire) < pieces {
             std::hint::spin_loop();
@@ -169,8 +162,8 @@ impl Team {
     }
 }
 
-/// A helper's life: wait for a job (spinning, then asleep), take part in it if it is one of
-/// the job's helpers, again.
+/// A helper's life: wait for a job (spinning, then asleep), run its pieces of it (none if
+/// the job has fewer threads than this helper's number), again.
 fn help(shared: &Shared, index: usize) {
     let mut seen = 0;
     loop {
@@ -193,9 +186,7 @@ fn help(shared: &Shared, index: usize) {
             }
         };
         seen = generation(word);
-        if index < shared.helpers.load(Relaxed) {
-            shared.work(seen);
-        }
+        shared.work(word, 1 + index as u64);
     }
 }
 
@@ -234,6 +225,31 @@ mod tests {
         for caller in callers {
             caller.join().unwrap();
         }
+    }
+
+    /// A job for fewer threads than the team has runs each piece once: the helpers past the
+    /// job's threads take no part (counted after the helpers have had time to finish
+    /// anything they started).
+    #[test]
+    fn helpers_past_a_jobs_threads_take_no_part() {
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        pool(4).install(|| for_each(8, &|_| ()));
+        let total = AtomicU32::new(0);
+        let count = |_| {
+            total.fetch_add(1, Relaxed);
+        };
+        pool(2).install(|| {
+            for _ in 0..300 {
+                for_each(64, &count);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(total.load(Relaxed), 300 * 64);
     }
 
     /// A piece that panics makes the caller panic, after every other piece has run; the
