@@ -5,17 +5,21 @@
 //!
 //! burn's generic step builds a graph and runs a dozen operations each way for a network of
 //! 24,000 parameters: for the article's MLP that overhead is most of the step. Here the
-//! matrix products go to `gemm` (the crate burn-flex multiplies with: blocked for the cache,
-//! vectorised for the CPU it finds at run time — AVX-512, AVX2 with FMA, NEON — with a
-//! portable fallback), and the rest are plain loops over rows.
+//! products of the forward pass and the weight gradients run in the crate's own vector
+//! kernel ([`broadcast_product`]: AVX-512 or AVX2 found at run time, `gemm` on other CPUs),
+//! the backward products through the small later layers in `gemm`, and the rest are plain
+//! loops over rows, compiled for the CPU's widest instructions too.
 //!
 //! Work is split into pieces fixed by the shapes, never by the thread count, so that sums do
-//! not depend on it: the forward pass, the loss and the backward pass through the layers by
-//! chunks of [`ROW_CHUNK`] rows (rows are independent until their gradients are summed); the
-//! weight gradients by chunks of [`INPUT_CHUNK`] inputs (each weight's sum over the batch is
-//! one product, in one order), each chunk's weights updated by Adam as soon as their
-//! gradients are known; the batch's loss and hits summed per row chunk, then chunk after
-//! chunk.
+//! not depend on it, and run on the crate's team of threads ([`team`]):
+//! - first, blocks of row chunks (see [`blocks`]): each chunk of [`ROW_CHUNK`] rows gathers its
+//!   pixels, runs the forward pass, the loss and the backward pass through the layers (rows
+//!   are independent until their gradients are summed); then the block sums the first
+//!   layer's weight gradient over its rows, while their pixels are in its core's cache;
+//! - then the parameters by pieces of [`INPUT_CHUNK`] inputs of a layer (or its bias): the
+//!   first layer's gradient as the blocks' sums added in block order, a later layer's as one
+//!   product over the batch, and Adam on the piece as soon as its gradient is known;
+//! - the batch's loss and hits are summed per row chunk, then chunk after chunk.
 //!
 //! The numbers are burn's: parameters and Adam's moments in burn's module order and layout
 //! (a dense layer's weights `[in, out]`), Adam in burn's order of operations (the same as
@@ -53,6 +57,26 @@ pub enum CpuStepError {
 
 /// Rows per piece of the forward and backward passes through the layers.
 pub const ROW_CHUNK: usize = 16;
+
+/// Most blocks of row chunks a batch's first-layer weight gradient is summed in (see
+/// [`blocks`]): as many threads as take part in the first half of a step. Two were measured
+/// ~4 % faster than four at batch 256 on 2 cores; four keep 4-core machines busy.
+const BLOCKS: usize = 4;
+
+/// How the row chunks of a batch of `rows` rows fall into blocks: `(blocks, chunks a block)`.
+/// A block's chunks run one after another on one thread, which then sums the first layer's
+/// weight gradient over the block's rows while their pixels are still in that core's cache;
+/// the step adds the blocks' sums in block order. Fixed by the batch size, never by the
+/// threads.
+///
+/// (Summed over the whole batch by input columns after the pass, the gradient read every
+/// row's pixels again, most of them from another core's cache: on 2 cores, two threads took
+/// 1.8 times as long a piece as one, so the weight gradients took as long on two as on one.)
+fn blocks(rows: usize) -> (usize, usize) {
+    let chunks = rows.div_ceil(ROW_CHUNK);
+    let per = chunks.div_ceil(BLOCKS.min(chunks).max(1));
+    (chunks.div_ceil(per.max(1)), per)
+}
 
 /// Images ahead of the one being gathered whose pixels are asked into the cache.
 const PREFETCH: usize = 4;
@@ -136,6 +160,8 @@ struct Scratch {
     d_at: Vec<usize>,
     /// Every parameter's gradient (burn's order).
     grads: Vec<f32>,
+    /// Each block's sum of the first layer's weight gradient (training only).
+    partials: Vec<f32>,
     /// Each row chunk's loss and hit sums.
     sums: Vec<[f32; 2]>,
     /// The batch's labels and each row's prediction.
@@ -166,6 +192,11 @@ impl Scratch {
             a_at,
             d_at,
             grads: vec![0.0; params],
+            partials: if params > 0 {
+                vec![0.0; BLOCKS * layers.widths[0] * layers.widths[1]]
+            } else {
+                Vec::new()
+            },
             sums: vec![[0.0; 2]; rows.div_ceil(ROW_CHUNK)],
             labels: Vec::with_capacity(rows),
             predicted: vec![0; rows],
@@ -177,6 +208,7 @@ impl Scratch {
         Shared {
             x: SharedMut::new(&mut self.x),
             acts: SharedMut::new(&mut self.acts),
+            partials: SharedMut::new(&mut self.partials),
             sums: SharedMut::new(&mut self.sums),
             predicted: SharedMut::new(&mut self.predicted),
             z_at: &self.z_at,
@@ -190,6 +222,7 @@ impl Scratch {
 struct Shared<'a> {
     x: SharedMut<'a, f32>,
     acts: SharedMut<'a, f32>,
+    partials: SharedMut<'a, f32>,
     sums: SharedMut<'a, [f32; 2]>,
     predicted: SharedMut<'a, u8>,
     z_at: &'a [usize],
@@ -249,39 +282,68 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The pass over every row chunk of `batch`, in parallel (see [`Pass::chunk`]); each
-    /// chunk's loss and hit sums are left in `scratch.sums`.
+    /// The pass over every row chunk of `batch`, block by block in parallel (see [`blocks`]
+    /// and [`Pass::chunk_with`]); each chunk's loss and hit sums are left in `scratch.sums`,
+    /// in training each block's first-layer weight gradient in `scratch.partials`.
     fn batch(&self, scratch: &mut Scratch, batch: &Rows) {
         let shared = scratch.shared();
-        team::for_each(batch.rows.div_ceil(ROW_CHUNK), &|c| {
-            self.chunk(&shared, c, batch)
-        });
+        team::for_each(blocks(batch.rows).0, &|b| self.block(&shared, b, batch));
     }
 
-    /// [`Pass::chunk_with`] compiled for the widest instructions this CPU has (the products
+    /// [`Pass::block_with`] compiled for the widest instructions this CPU has (the products
     /// choose theirs; this is for the loops around them: pixels, bias, ReLU, the loss).
-    fn chunk(&self, s: &Shared, c: usize, batch: &Rows) {
+    fn block(&self, s: &Shared, b: usize, batch: &Rows) {
         match self.isa {
             // SAFETY: `Isa::detect` found the instructions on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.chunk_avx512(s, c, batch) },
+            Isa::Avx512 => unsafe { self.block_avx512(s, b, batch) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.chunk_avx2(s, c, batch) },
-            Isa::Any => self.chunk_with(s, c, batch),
+            Isa::Avx2 => unsafe { self.block_avx2(s, b, batch) },
+            Isa::Any => self.block_with(s, b, batch),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn chunk_avx512(&self, s: &Shared, c: usize, batch: &Rows) {
-        self.chunk_with(s, c, batch);
+    fn block_avx512(&self, s: &Shared, b: usize, batch: &Rows) {
+        self.block_with(s, b, batch);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn chunk_avx2(&self, s: &Shared, c: usize, batch: &Rows) {
-        self.chunk_with(s, c, batch);
+    fn block_avx2(&self, s: &Shared, b: usize, batch: &Rows) {
+        self.block_with(s, b, batch);
+    }
+
+    /// Block `b`'s row chunks, one after another; in training then the first layer's weight
+    /// gradient of the block's rows, while their pixels are in this core's cache.
+    #[inline(always)]
+    fn block_with(&self, s: &Shared, b: usize, batch: &Rows) {
+        let per = blocks(batch.rows).1;
+        let chunks = batch.rows.div_ceil(ROW_CHUNK);
+        let (from, to) = (b * per, ((b + 1) * per).min(chunks));
+        for c in from..to {
+            self.chunk_with(s, c, batch);
+        }
+        if !self.train {
+            return;
+        }
+        let l = self.layers;
+        let (inputs, n) = (l.widths[0], l.widths[1]);
+        let first = from * ROW_CHUNK;
+        let rows = (to * ROW_CHUNK).min(batch.rows) - first;
+        // SAFETY: the block's own rows of the pixels and of the first layer's gradient, and
+        // its own sum; no other block takes them.
+        let (x, d, sum) = unsafe {
+            (
+                s.x.range(first * inputs, rows * inputs),
+                s.acts.range(s.d_at[0] + first * n, rows * n),
+                s.partials.range(b * inputs * n, inputs * n),
+            )
+        };
+        // The pixels read transposed: the weight gradient `inputs × n`.
+        broadcast_product(sum, x, (1, inputs), d, inputs, rows, n, self.isa);
     }
 
     /// Each row's loss and hit summed over the real rows (the first `labels.len()`) of a
@@ -406,7 +468,8 @@ impl Pass<'_> {
 /// and every parameter's gradient, value and moments (each piece its own range).
 struct Update<'a> {
     layers: &'a Layers,
-    x: &'a [f32],
+    /// Each block's sum of the first layer's weight gradient.
+    partials: &'a [f32],
     acts: &'a [f32],
     a_at: &'a [usize],
     d_at: &'a [usize],
@@ -474,13 +537,19 @@ impl Update<'_> {
                     *s += v;
                 }
             }
+        } else if i == 0 {
+            // The blocks' sums, added in block order.
+            let (size, from) = (n_in * n, at - l.w_at[0]);
+            let (blocks, _) = blocks(rows);
+            g.copy_from_slice(&self.partials[from..from + len]);
+            for sum in self.partials.chunks_exact(size).take(blocks).skip(1) {
+                for (g, v) in g.iter_mut().zip(&sum[from..from + len]) {
+                    *g += v;
+                }
+            }
         } else {
             let k0 = (at - l.w_at[i]) / n;
-            let input: &[f32] = if i == 0 {
-                self.x
-            } else {
-                &acts[self.a_at[i - 1]..self.a_at[i - 1] + rows * n_in]
-            };
+            let input = &acts[self.a_at[i - 1]..self.a_at[i - 1] + rows * n_in];
             // The gradient of inputs k0.. by the batch's rows: the input read transposed.
             broadcast_product(g, &input[k0..], (1, n_in), d, len / n, rows, n, self.isa);
         }
@@ -615,7 +684,7 @@ impl CpuStep {
             .sum();
         let update = Update {
             layers: l,
-            x: &s.x,
+            partials: &s.partials,
             acts: &s.acts,
             a_at: &s.a_at,
             d_at: &s.d_at,
