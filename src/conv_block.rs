@@ -45,7 +45,7 @@ use burn_backend::AutodiffBackend;
 use burn_flex::{Flex, FlexTensor, Layout};
 use rayon::prelude::*;
 
-use crate::cpu::product::{Isa, product};
+use crate::product::{Isa, product};
 
 /// `from` value of an output whose maximum was not above zero: ReLU passes no gradient.
 const DEAD: u8 = 4;

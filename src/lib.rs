@@ -30,6 +30,7 @@ pub mod model;
 
 pub mod plan;
 mod plot;
+mod product;
 mod recipe;
 mod rng;
 mod run;

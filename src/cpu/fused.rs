@@ -31,7 +31,6 @@ use burn::optim::ModuleOptimizer;
 
 use crate::backend::read::ReadError;
 use crate::batch::{Shift, fill_pixels, prefetch_image};
-use crate::cpu::product::{Isa, broadcast_product, product};
 use crate::cpu::team;
 use crate::data::Split;
 use crate::flat::{
@@ -39,6 +38,7 @@ use crate::flat::{
 };
 use crate::metrics::{Metrics, RunningSums};
 use crate::model::Model;
+use crate::product::{Isa, broadcast_product, product};
 use crate::recipe::{AdamStep, TrainConfig};
 
 /// Why the fused CPU step could not start or report.

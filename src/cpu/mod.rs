@@ -1,5 +1,4 @@
 //! The CPU's own kernels for what burn's operations do slowly on small networks.
 
 pub mod fused;
-pub(crate) mod product;
 pub(crate) mod team;

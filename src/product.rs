@@ -1,5 +1,6 @@
-//! Matrix products of the CPU's own kernels: the instruction sets found at run time, `gemm`
-//! for any product, and a product in vector registers for the shapes of small dense layers.
+//! Matrix products on the CPU for the crate's own kernels (the fused MLP step, the CNN's
+//! block): the instruction sets found at run time, `gemm` for any product, and a product in
+//! vector registers for the shapes of small dense layers. It uses nothing of the crate.
 //!
 //! `gemm` (the crate burn-flex multiplies with) blocks for the cache and packs both operands
 //! on every call; for the article's MLP, whose first layer is `784 × 30`, the packing and the
