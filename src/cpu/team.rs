@@ -17,7 +17,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -92,11 +92,18 @@ struct Team {
 static TEAM: Mutex<Option<Team>> = Mutex::new(None);
 
 /// Runs `f(0)`, …, `f(pieces - 1)`, each once, on this thread and as many helpers as rayon's
-/// current pool has other threads (`RAYON_NUM_THREADS`), and returns when all are done:
-/// piece `p` on thread `p % threads`, this one being thread 0. Callers from different
-/// threads take turns.
+/// current pool has other threads (`RAYON_NUM_THREADS`) and the machine other cores (a
+/// spinning helper without a core of its own would only stand in the way), and returns when
+/// all are done: piece `p` on thread `p % threads`, this one being thread 0. Callers from
+/// different threads take turns.
 pub(crate) fn for_each(pieces: usize, f: &(dyn Fn(usize) + Sync)) {
-    let helpers = rayon::current_num_threads().saturating_sub(1);
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    for_each_with(rayon::current_num_threads().min(cores) - 1, pieces, f);
+}
+
+/// [`for_each`] with `helpers` helpers.
+fn for_each_with(helpers: usize, pieces: usize, f: &(dyn Fn(usize) + Sync)) {
     if helpers == 0 || pieces <= 1 {
         (0..pieces).for_each(f);
         return;
@@ -153,8 +160,16 @@ impl Team {
         }
         s.work(word, 0);
         // Every piece must be done before `f` goes out of scope, whatever happened.
+        // Spin, then let the machine run something else between looks (a helper the
+        // system has taken its core from, say).
+        let mut looks = 0u32;
         while s.done.load(Acquire) < pieces {
-            std::hint::spin_loop();
+            looks = looks.saturating_add(1);
+            if looks < 1 << 14 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         if s.panicked.load(Acquire) {
             resume_unwind(Box::new("a piece of a parallel step panicked"));
@@ -232,22 +247,14 @@ mod tests {
     /// anything they started).
     #[test]
     fn helpers_past_a_jobs_threads_take_no_part() {
-        let pool = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-        };
-        pool(4).install(|| for_each(8, &|_| ()));
+        for_each_with(3, 8, &|_| ());
         let total = AtomicU32::new(0);
         let count = |_| {
             total.fetch_add(1, Relaxed);
         };
-        pool(2).install(|| {
-            for _ in 0..300 {
-                for_each(64, &count);
-            }
-        });
+        for _ in 0..300 {
+            for_each_with(1, 64, &count);
+        }
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(total.load(Relaxed), 300 * 64);
     }
