@@ -995,8 +995,8 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
     let recipes: [&[&str]; 2] = [
         &["--epochs", "6", "--train-limit", "20000", "--valid-size", "2000", "--test-limit", "2000",
           "--seed", "5", "--keep", "all", "--dropout", "0.1"],
-        &["--epochs", "30", "--train-limit", "20000", "--valid-size", "2000", "--test-limit", "2000",
-          "--seed", "5", "--lr", "0.05", "--patience", "2"],
+        &["--epochs", "30", "--train-limit", "50000", "--valid-size", "2000", "--test-limit", "2000",
+          "--seed", "5", "--lr", "0.02", "--patience", "2"],
     ];
     for (r, recipe) in recipes.iter().enumerate() {
         let straight = tmp.path().join(format!("straight-{r}"));
