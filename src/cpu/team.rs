@@ -48,7 +48,7 @@ fn threads(word: u64) -> u64 {
 
 /// What the caller and the helpers share.
 struct Shared {
-    /// The current job's generation, piece count and next piece.
+    /// The current job's generation, piece count and threads (see [`FIELD`]).
     word: AtomicU64,
     /// The current job (a pointer to the caller's [`Job`]): valid while a piece of it is not
     /// done.
