@@ -981,6 +981,22 @@ fn flushing_subnormals_changes_no_result() {
     assert!(runs[0].2 == runs[1].2, "final weights");
 }
 
+/// The epochs a run directory's history holds (0 before it has one).
+fn epochs_written(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("history.jsonl")).map_or(0, |history| history.lines().count())
+}
+
+/// Whether a run directory's last start ended `finished` (false before it has a config).
+fn last_start_finished(dir: &Path) -> bool {
+    let config: Option<serde_json::Value> = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let last = config
+        .as_ref()
+        .and_then(|c| c["starts"].as_array()?.last().cloned());
+    last.is_some_and(|start| start["ended"]["how"] == "finished")
+}
+
 /// Killed with SIGKILL at moments drawn from a fixed seed (before its directory exists,
 /// before its first checkpoint, mid-epoch, while writing, between its last epoch and the test
 /// pass, while plotting …) and started again each time with the same command, a run ends with
@@ -1023,11 +1039,7 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
                 .arg(data_dir())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped());
-            let epochs = || {
-                std::fs::read_to_string(dir.join("history.jsonl"))
-                    .map_or(0, |history| history.lines().count())
-            };
-            let epochs_before = epochs();
+            let epochs_before = epochs_written(&dir);
             let mut child = cmd.spawn().unwrap();
             // Thirty attempts are killed if they are not done by then, each within the first
             // half of a whole run's time (so most are); the next runs to the end.
@@ -1038,7 +1050,7 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
                     break Some(status);
                 }
                 let due = if attempt < 2 {
-                    epochs() > epochs_before
+                    epochs_written(&dir) > epochs_before
                 } else {
                     deadline.is_some_and(|d| std::time::Instant::now() >= d)
                 };
@@ -1065,12 +1077,7 @@ fn a_run_killed_anywhere_resumes_to_the_straight_result() {
                     child.wait().unwrap();
                     // Killed on its way out, after it said it finished: done (the same
                     // command again would be refused, as for any finished run).
-                    let config: Option<serde_json::Value> =
-                        std::fs::read_to_string(dir.join("config.json"))
-                            .ok()
-                            .and_then(|text| serde_json::from_str(&text).ok());
-                    let last_end = config.as_ref().and_then(|c| c["starts"].as_array()?.last());
-                    if last_end.is_some_and(|start| start["ended"]["how"] == "finished") {
+                    if last_start_finished(&dir) {
                         break;
                     }
                     kills += 1;
