@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::backend::read::{ReadError, read_floats, read_ints};
 use crate::data::Split;
+use crate::product::prefetch;
 use crate::rng::random_bits;
 
 /// Images per batch when evaluating (validation and test); the last batch is padded.
@@ -134,17 +135,9 @@ pub fn fill_pixels(split: &Split, i: usize, shift: Option<Shift>, dst: &mut [f32
 /// [`fill_pixels`] a few images later finds it there (batches gather images from all over the
 /// data set: each image's first read otherwise waits for memory). Nothing on other CPUs.
 pub fn prefetch_image(split: &Split, i: usize) {
-    #[cfg(target_arch = "x86_64")]
     for line in split.image(i).chunks(64) {
-        // SAFETY: a prefetch reads nothing the program sees; the address is in the slice.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
+        prefetch(line.as_ptr());
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (split, i);
 }
 
 #[cfg(test)]

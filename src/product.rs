@@ -156,6 +156,19 @@ pub(crate) fn broadcast_product(
     }
 }
 
+/// Asks the CPU to start bringing the cache line of `at` into its cache (any address: a
+/// prefetch reads nothing the program sees). Nothing on other CPUs.
+#[inline(always)]
+pub(crate) fn prefetch<T>(at: *const T) {
+    // SAFETY: a prefetch has no effect on memory; any address is allowed.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// [`broadcast_product`] in vector registers, for one x86 instruction set: the module that
 /// invokes it defines `LANES`, `ROWS` (rows a tile), `VECTORS` (vectors of columns a tile),
 /// `Mask` and `FULL` (every lane), `zero`, `broadcast`, `fmadd`, `mask` (the first `used`
@@ -165,16 +178,6 @@ macro_rules! broadcast_product_in {
     ($features:literal) => {
         /// How many `e` ahead [`tile`] asks for `a`'s numbers.
         const AHEAD: usize = 8;
-
-        /// Asks the CPU to bring the line of `at` into its cache (any address: a prefetch
-        /// reads nothing the program sees).
-        #[inline(always)]
-        fn prefetch(at: *const f32) {
-            // SAFETY: a prefetch has no effect on memory; any address is allowed.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
-            };
-        }
 
         /// [`super::broadcast_product`] by groups of up to `VECTORS` vectors of columns, each
         /// by tiles of `ROWS` rows, then 4, 2 and 1.
@@ -276,7 +279,7 @@ macro_rules! broadcast_product_in {
                     let ae = a.add(e * a_cs);
                     // Read a few `e` ahead: a transposed `a` (a weight gradient's batch) is a
                     // row of the batch an `e`, too far apart for the CPU's own prefetchers.
-                    prefetch(ae.wrapping_add(AHEAD * a_cs));
+                    super::prefetch(ae.wrapping_add(AHEAD * a_cs));
                     for (p, acc) in acc.iter_mut().enumerate() {
                         let x = broadcast(*ae.add(p * a_rs));
                         for (s, r) in acc.iter_mut().zip(row) {
